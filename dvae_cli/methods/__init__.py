@@ -1,0 +1,39 @@
+"""The registry of training methods: one file each, one line here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import DVAEError
+from .base import Method, Noise, Step
+from .dtp import DTP
+from .gumbel import Gumbel
+from .st_gumbel import STGumbel
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (DTP, Gumbel, STGumbel)}
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered as `name`."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise DVAEError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def make_method(name: str, hparams: dict | None = None) -> Method:
+    """A method with its Config built from `hparams` (unknown keys are an error)."""
+    cls = get_method(name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = set(hparams or {}) - fields
+    if unknown:
+        raise DVAEError(f"method {name} has no hyper-parameter(s) {', '.join(sorted(unknown))}")
+    config = cls.Config(**(hparams or {}))
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise DVAEError(f"{f.name} must be one of {', '.join(choices)}")
+    return cls(config)
+
+
+__all__ = ["METHODS", "Method", "Noise", "Step", "get_method", "make_method"]

@@ -1,0 +1,66 @@
+"""Difference target propagation through the one-hot Gumbel-max sample (the thesis, 3 and 5.2.1).
+
+Decoder: -log p(x|y) (eq. 5.3). Encoder: ||pi(x) - pi_hat||^2 + beta * KL (eq. 5.4), with the
+constant target  pi_hat = h + pi(x) - pi(x'),  x' = dec(y)  (eq. 3.6 with the encoder as the
+decoder's approximate inverse), where h = pi(x) ("prob": eq. 3.7, 2 pi(x) - pi(x')) or the
+sample y ("sample"). No gradient crosses the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
+from .base import Method, Noise, Step
+
+
+@dataclass
+class DTPConfig:
+    dtp_target: str = field(
+        default="prob",
+        metadata={"help": "DTP target: prob = 2 pi(x) - pi(x'), sample = y + pi(x) - pi(x')",
+                  "choices": ("prob", "sample")},
+    )
+    beta_max: float = field(default=0.0, metadata={"help": "DTP: final weight of the KL term"})
+    beta_warmup: int = field(
+        default=10, metadata={"help": "DTP: epochs over which beta rises linearly from 0"}
+    )
+    dtp_inverse_loss: bool = field(
+        default=False,
+        metadata={"help": "DTP: also train the encoder as the decoder's inverse, ||pi(dec(y)) - y||^2"},
+    )
+
+
+class DTP(Method):
+    name = "dtp"
+    summary = "difference target propagation through the one-hot sample (the thesis)"
+    Config = DTPConfig
+
+    def schedule(self, epoch: int) -> dict[str, float]:
+        warmup = self.config.beta_warmup
+        ramp = 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
+        return {"beta": self.config.beta_max * ramp}
+
+    def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
+        cfg = model.config
+        log_pi = model.encode(x)
+        y = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes))
+        x_logits = model.decode(y)
+        log_lik = log_likelihood(x_logits, x)  # decoder loss (5.3): y carries no gradient
+
+        x_rec = torch.sigmoid(x_logits.detach())  # Bernoulli means of the reconstruction
+        with torch.set_grad_enabled(self.config.dtp_inverse_loss):
+            log_pi_rec = model.encode(x_rec)
+        pi, pi_rec = log_pi.exp(), log_pi_rec.detach().exp()
+        h = pi.detach() if self.config.dtp_target == "prob" else y
+        target = h + pi.detach() - pi_rec  # a constant
+        kl = kl_to_uniform(log_pi)
+        encoder_loss = (pi - target).square().sum(dim=(1, 2)) + schedule["beta"] * kl  # (5.4)
+
+        loss = (encoder_loss - log_lik).mean()
+        if self.config.dtp_inverse_loss:  # eq. 3.4 with the encoder as the decoder's inverse
+            loss = loss + (log_pi_rec.exp() - y).square().sum(dim=(1, 2)).mean()
+        return Step(loss, log_lik.detach(), kl.detach())

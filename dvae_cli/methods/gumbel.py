@@ -1,0 +1,54 @@
+"""Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017): the relaxed sample
+softmax((log pi + g) / tau), trained by backpropagation on -ELBO, tau annealed per epoch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model import DiscreteVAE, kl_to_uniform, log_likelihood
+from .base import Method, Noise, Step
+
+
+@dataclass
+class GumbelConfig:
+    tau0: float = field(default=1.0, metadata={"help": "Gumbel: initial temperature"})
+    tau_min: float = field(default=0.5, metadata={"help": "Gumbel: final (minimum) temperature"})
+    anneal_rate: float = field(
+        default=0.015,
+        metadata={"help": "Gumbel: tau = max(tau_min, tau0 * exp(-rate * epoch))"},
+    )
+    lr_decay: float = field(
+        default=1.0, metadata={"help": "Gumbel: learning rate multiplied by this every epoch"}
+    )
+
+
+def temperature_schedule(config: GumbelConfig, epoch: int) -> dict[str, float]:
+    """tau and lr factor for an epoch (0-based)."""
+    tau = max(config.tau_min, config.tau0 * math.exp(-config.anneal_rate * epoch))
+    return {"tau": tau, "lr_scale": config.lr_decay**epoch}
+
+
+def relaxed_sample(log_pi: Tensor, gumbel: Tensor, tau: float) -> Tensor:
+    """The Gumbel-Softmax sample softmax((log pi + g) / tau)."""
+    return F.softmax((log_pi + gumbel) / tau, dim=-1)
+
+
+class Gumbel(Method):
+    name = "gumbel"
+    summary = "relaxed Gumbel-Softmax, backpropagation on -ELBO"
+    Config = GumbelConfig
+
+    def schedule(self, epoch: int) -> dict[str, float]:
+        return temperature_schedule(self.config, epoch)
+
+    def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
+        cfg = model.config
+        log_pi = model.encode(x)
+        y = relaxed_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes), schedule["tau"])
+        log_lik = log_likelihood(model.decode(y), x)
+        kl = kl_to_uniform(log_pi)
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())

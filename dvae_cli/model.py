@@ -1,0 +1,76 @@
+"""The categorical VAE of the thesis (784-500-(30x10)-500-784, softplus, Bernoulli output)
+and the few functions every method shares: Gumbel noise, one-hot sampling, KL, log-likelihood."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape: D categorical variables of K classes, one hidden layer each side."""
+
+    latent_vars: int = 30  # D
+    classes: int = 10  # K
+    hidden: int = 500
+    input_size: int = 784
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DiscreteVAE(nn.Module):
+    """Encoder x -> logits of D categoricals; decoder one-hot codes (D*K) -> Bernoulli logits."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        latent = config.latent_vars * config.classes
+        self.encoder = nn.Sequential(
+            nn.Linear(config.input_size, config.hidden), nn.Softplus(), nn.Linear(config.hidden, latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, config.hidden), nn.Softplus(), nn.Linear(config.hidden, config.input_size)
+        )
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Log-probabilities log pi, shape (B, D, K)."""
+        logits = self.encoder(x).view(len(x), self.config.latent_vars, self.config.classes)
+        return F.log_softmax(logits, dim=-1)
+
+    def decode(self, y: Tensor) -> Tensor:
+        """Bernoulli logits of the pixels, (B, input_size), from codes y of shape (B, D, K)."""
+        return self.decoder(y.flatten(1))
+
+
+def gumbel_noise(uniform: Tensor) -> Tensor:
+    """Standard Gumbel noise -log(-log u) from uniforms in [0, 1)."""
+    tiny = torch.finfo(uniform.dtype).tiny
+    return -torch.log(-torch.log(uniform.clamp_min(tiny)))
+
+
+def one_hot_sample(log_pi: Tensor, gumbel: Tensor) -> Tensor:
+    """Gumbel-max: an exact one-hot sample of Categorical(pi); it carries no gradient."""
+    return one_hot_argmax((log_pi.detach() + gumbel))
+
+
+def one_hot_argmax(scores: Tensor) -> Tensor:
+    """One-hot of the argmax over the last dimension, in the dtype of `scores`."""
+    index = scores.argmax(dim=-1, keepdim=True)
+    return torch.zeros_like(scores).scatter_(-1, index, 1.0)
+
+
+def kl_to_uniform(log_pi: Tensor) -> Tensor:
+    """KL(q(y|x) || uniform) per image: sum over variables of sum_k pi_k log(K pi_k) (eq. 5.2)."""
+    classes = log_pi.shape[-1]
+    return (log_pi.exp() * (log_pi + math.log(classes))).sum(dim=(-2, -1))
+
+
+def log_likelihood(x_logits: Tensor, x: Tensor) -> Tensor:
+    """Bernoulli log p(x|y) per image, from the decoder's logits."""
+    return -F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(dim=-1)

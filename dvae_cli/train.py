@@ -1,0 +1,222 @@
+"""The training loop and the run folder (config.json, metrics.jsonl, checkpoints, resume state)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import BEST, LAST, STATE, TrainState, load_state, save_checkpoint, save_state
+from .data import load_split
+from .errors import DVAEError
+from .evaluate import elbo_terms
+from .fileio import atomic_write_text
+from .methods import Noise, make_method
+from .model import DiscreteVAE, ModelConfig
+from .progress import Reporter
+
+CONFIG, METRICS = "config.json", "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; defaults are the thesis's (50 epochs, batch 100, Adam 3e-4)."""
+
+    method: str = "dtp"
+    hparams: dict = field(default_factory=dict)  # the method's hyper-parameters (see `dvae train --help`)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 3e-4
+    seed: int = 0
+    train_limit: int | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**{**d, "model": ModelConfig(**d["model"])})
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' = cuda when available, else cpu; asking for a missing device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DVAEError("--device cuda: no CUDA device is available (try --device cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DVAEError("--device mps: Apple's MPS is not available (try --device cpu)")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    """Versions and machine facts recorded with every run."""
+    return {
+        "dvae_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "command": sys.argv,
+    }
+
+
+def _format_epoch(m: dict, epochs: int) -> str:
+    sched = " ".join(f"{k} {m[k]:.4g}" for k in ("tau", "beta") if k in m)
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  train log p(x|y) {m['train_log_lik']:8.3f}  "
+        f"valid log p(x|y) {m['valid_log_lik']:8.3f}  KL {m['valid_kl']:6.3f}  "
+        f"valid -ELBO {m['valid_neg_elbo']:8.3f}  {sched}  {m['seconds']:.1f}s"
+    )
+
+
+class Run:
+    """A run folder being trained: builds everything from a TrainConfig, or resumes one."""
+
+    def __init__(self, config: TrainConfig, out: Path, reporter: Reporter):
+        self.config, self.out, self.reporter = config, out, reporter
+        self.device = resolve_device(config.device)
+        self.method = make_method(config.method, config.hparams)
+        config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
+        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0:
+            raise DVAEError("batch size and learning rate must be positive, epochs not negative")
+        self.train_data = load_split("train", config.data_dir, config.train_limit, self.device)
+        self.valid_data = load_split("valid", config.data_dir, device=self.device)
+        torch.manual_seed(config.seed)  # the initial weights do not depend on the device
+        self.model = DiscreteVAE(config.model).to(self.device)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.epoch, self.best = 0, math.inf
+        self.metrics: list[dict] = []
+
+    def restore(self) -> None:
+        """Continue from the folder's state.safetensors (the last complete epoch)."""
+        state = load_state(self.out / STATE)
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.generator.set_state(state.rng)
+        self.epoch, self.best = state.epoch, state.best
+        lines = (self.out / METRICS).read_text().splitlines() if (self.out / METRICS).exists() else []
+        self.metrics = [m for m in map(json.loads, lines) if m["epoch"] <= self.epoch]
+
+    def train_epoch(self, schedule: dict[str, float]) -> dict[str, float]:
+        """One pass over the shuffled training set; returns the training averages."""
+        cfg, data = self.config, self.train_data
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
+        order = torch.randperm(len(data), generator=self.generator, device=self.device)
+        sums = torch.zeros(2, device=self.device)
+        self.model.train()
+        for start in range(0, len(data), cfg.batch_size):
+            x = data[order[start : start + cfg.batch_size]]
+            step = self.method.loss(self.model, x, Noise(self.generator, len(x)), schedule)
+            self.optimizer.zero_grad(set_to_none=True)
+            step.loss.backward()
+            self.optimizer.step()
+            sums += torch.stack([step.log_lik.sum(), step.kl.sum()])
+            self.reporter.advance("batches")
+        log_lik, kl = (sums / len(data)).tolist()  # the one sync of the epoch
+        return {"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
+
+    def save(self, record: dict) -> None:
+        """Checkpoints, metrics and (last, as the commit point) the resume state."""
+        method, hparams = self.config.method, self.config.hparams
+        info = {"train_config": self.config.to_dict()}
+        if record["valid_neg_elbo"] < self.best:
+            self.best = record["valid_neg_elbo"]
+            save_checkpoint(self.out / BEST, self.model, method, hparams, self.epoch, record, info)
+        save_checkpoint(self.out / LAST, self.model, method, hparams, self.epoch, record, info)
+        atomic_write_text(self.out / METRICS, "".join(json.dumps(m) + "\n" for m in self.metrics))
+        save_state(self.out / STATE, TrainState(
+            self.epoch, self.model.state_dict(), self.optimizer.state_dict(),
+            self.generator.get_state(), self.best))
+
+    def fit(self) -> list[dict]:
+        """Train up to config.epochs, checkpointing after every epoch."""
+        cfg = self.config
+        batches = math.ceil(len(self.train_data) / cfg.batch_size)
+        self.reporter.task("epochs", f"{cfg.method} epochs", cfg.epochs)
+        self.reporter.advance("epochs", self.epoch)
+        while self.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            schedule = self.method.schedule(self.epoch)
+            self.reporter.task("batches", f"epoch {self.epoch + 1}", batches)
+            train = self.train_epoch(schedule)
+            if not all(map(math.isfinite, train.values())):
+                raise DVAEError(
+                    f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
+                    f"({train}); the last good checkpoint (epoch {self.epoch}) is kept in {self.out}"
+                )
+            eval_generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+            valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
+            self.epoch += 1
+            record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
+                      **{k: v for k, v in schedule.items() if k != "lr_scale"},
+                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            self.metrics.append(record)
+            self.save(record)
+            self.reporter.advance("epochs")
+            self.reporter.log(_format_epoch(record, cfg.epochs))
+        return self.metrics
+
+
+def default_out(method: str) -> Path:
+    return Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter | None = None) -> Path:
+    """Train a new run into `out` (default runs/<method>-<timestamp>); returns the folder."""
+    out = Path(out) if out is not None else default_out(config.method)
+    if (out / STATE).exists() or (out / CONFIG).exists():
+        raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    run = Run(config, out, reporter or Reporter())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG, json.dumps(
+        {"train": config.to_dict(), "environment": environment(run.device)}, indent=2) + "\n")
+    run.fit()
+    return out
+
+
+def resume(
+    out: str | Path, epochs: int | None = None, device: str | None = None, reporter: Reporter | None = None
+) -> Path:
+    """Continue the run in `out` from its last complete epoch (optionally to more epochs)."""
+    out = Path(out)
+    if not (out / CONFIG).is_file():
+        raise DVAEError(f"{out}: not a run folder (no {CONFIG})")
+    if not (out / STATE).is_file():
+        raise DVAEError(f"{out}: no complete epoch to resume from (no {STATE}); start a new run instead")
+    try:
+        saved = json.loads((out / CONFIG).read_text())
+        config = TrainConfig.from_dict(saved["train"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DVAEError(f"{out}/{CONFIG}: corrupt run config ({e})") from None
+    if epochs is not None:
+        config.epochs = epochs
+    if device is not None:
+        config.device = device
+    run = Run(config, out, reporter or Reporter())
+    recorded = torch.device(saved["environment"]["device"]).type
+    if run.device.type != recorded:
+        raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")
+    run.restore()
+    if epochs is not None:
+        saved["train"]["epochs"] = epochs
+        atomic_write_text(out / CONFIG, json.dumps(saved, indent=2) + "\n")
+    run.fit()
+    return out
