@@ -25,7 +25,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DVAEError as e:
-        stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")

@@ -18,7 +18,7 @@ from .checkpoint import BEST, LAST, STATE, TrainState, load_state, save_checkpoi
 from .data import load_split
 from .errors import DVAEError
 from .evaluate import elbo_terms
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, deferred_interrupt
 from .methods import Noise, make_method
 from .model import DiscreteVAE, ModelConfig
 from .progress import Reporter
@@ -168,8 +168,9 @@ class Run:
             record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
                       **{k: v for k, v in schedule.items() if k != "lr_scale"},
                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            self.metrics.append(record)
-            self.save(record)
+            with deferred_interrupt():  # an epoch's files are written completely or not at all
+                self.metrics.append(record)
+                self.save(record)
             self.reporter.advance("epochs")
             self.reporter.log(_format_epoch(record, cfg.epochs))
         return self.metrics
