@@ -8,9 +8,14 @@ from ..errors import DVAEError
 from .base import Method, Noise, Step
 from .dtp import DTP
 from .gumbel import Gumbel
+from .reinmax import ReinMax
+from .rloo import RLOO
+from .st import StraightThrough
 from .st_gumbel import STGumbel
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (DTP, Gumbel, STGumbel)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO)
+}
 
 
 def get_method(name: str) -> type[Method]:

@@ -1,0 +1,46 @@
+"""ReinMax (Liu et al., NeurIPS 2023, "Bridging Discrete and Backpropagation: Straight-Through
+and Beyond", Algorithm 2): a straight-through estimator with second-order accuracy (Heun's
+method). Forward: the exact one-hot sample D of pi0 = softmax(theta). Backward: the gradient of
+pi2 = 2 pi1 - pi0 / 2, where pi1 = (D + softmax(theta / tau)) / 2 enters through a softmax
+Jacobian taken at pi1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DVAEError
+from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
+from .base import Method, Noise, Step
+
+
+@dataclass
+class ReinMaxConfig:
+    reinmax_tau: float = field(
+        default=1.0, metadata={"help": "ReinMax: temperature of the softmax in pi1 (the paper wants >= 1)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.reinmax_tau > 0:
+            raise DVAEError("--reinmax-tau must be positive")
+
+
+class ReinMax(Method):
+    name = "reinmax"
+    summary = "ReinMax, the second-order straight-through estimator (Liu et al. 2023)"
+    Config = ReinMaxConfig
+
+    def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
+        cfg = model.config
+        log_pi = model.encode(x)  # theta, normalized: softmax(log pi) = pi
+        pi0 = log_pi.exp()
+        sample = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes))
+        pi1 = 0.5 * (sample + F.softmax(log_pi / self.config.reinmax_tau, dim=-1))
+        pi1 = F.softmax((pi1.log() - log_pi).detach() + log_pi, dim=-1)  # value pi1, Jacobian at pi1
+        pi2 = 2 * pi1 - 0.5 * pi0
+        y = sample + pi2 - pi2.detach()
+        log_lik = log_likelihood(model.decode(y), x)
+        kl = kl_to_uniform(log_pi)
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())
