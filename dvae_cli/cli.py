@@ -219,6 +219,12 @@ def eval_command(
 
 
 # Subcommands defined in other modules register here, one line each.
+from . import cli_figures  # noqa: E402
+app.command(rich_help_panel="Figures")(cli_figures.heatmap)
+app.command(rich_help_panel="Figures")(cli_figures.recon)
+app.command(rich_help_panel="Figures")(cli_figures.samples)
+app.command(rich_help_panel="Figures")(cli_figures.traverse)
+app.command(rich_help_panel="Figures")(cli_figures.plot)
 
 
 def run() -> None:

@@ -1,0 +1,295 @@
+"""What the model learned, as arrays and as figures: the encoder's probabilities pi (thesis
+Figure 5.1), reconstructions (Figure 5.2), prior samples, per-variable traversals, learning curves.
+
+The array functions take a model and binarized images (N, 784) and return numpy arrays.
+The figure functions take those arrays and return matplotlib Figures (no pyplot, no display);
+`save_figure` writes one as PNG, SVG or PDF. Digits are drawn ink-black on white, each pixel a
+`scale` x `scale` block (no interpolation); probabilities use the viridis colormap.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import DVAEError
+from .fileio import atomic_write_bytes
+from .model import DiscreteVAE, one_hot_argmax
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+SIDE = 28  # MNIST images are SIDE x SIDE
+DPI = 100
+GAP = 2  # pixels between two digits of a grid
+GAP_RGB = (200, 200, 200)
+HIGHLIGHT_RGB = (220, 30, 30)
+HEATMAP_CMAP = "viridis"
+FORMATS = ("png", "svg", "pdf")
+# Pixel margins around the picture of each figure: left, top, right, bottom.
+RECON_MARGINS = (85, 45, 15, 10)
+SAMPLES_MARGINS = (10, 45, 10, 10)
+TRAVERSE_MARGINS = (85, 95, 15, 10)  # the input/reconstruction column sits inside the left part
+TRAVERSE_SPACING = 60  # between that column and the grid: room for the grid's labels
+MIN_WIDTH = 420  # room for a two-line title: narrower pictures get white space on the right
+HEATMAP_CELL = (28, 18)  # width, height in pixels of one pi_dk
+HEATMAP_MARGINS = (60, 80, 80, 15)  # the right margin holds the colour bar
+CURVES_SIZE = (1000, 700)
+
+
+# ---- arrays -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_pi(model: DiscreteVAE, x: Tensor, batch_size: int = 1000) -> np.ndarray:
+    """pi = q(y|x) for each image: (N, D, K) probabilities."""
+    parts = [model.encode(x[i : i + batch_size]).exp() for i in range(0, len(x), batch_size)]
+    return torch.cat(parts).cpu().numpy()
+
+
+def mean_pi(model: DiscreteVAE, x: Tensor) -> np.ndarray:
+    """pi averaged over the images: (D, K)."""
+    return encode_pi(model, x).mean(axis=0)
+
+
+@torch.no_grad()
+def reconstruct(model: DiscreteVAE, x: Tensor) -> np.ndarray:
+    """Bernoulli means (N, 784) decoded from each image's most likely one-hot code."""
+    return torch.sigmoid(model.decode(one_hot_argmax(model.encode(x)))).cpu().numpy()
+
+
+@torch.no_grad()
+def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
+    """Bernoulli means (n, 784) decoded from n one-hot codes drawn uniformly (the prior)."""
+    cfg = model.config
+    generator = torch.Generator().manual_seed(seed)
+    classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
+    codes = torch.nn.functional.one_hot(classes, cfg.classes).float()
+    return torch.sigmoid(model.decode(codes)).cpu().numpy()
+
+
+@torch.no_grad()
+def traversal(model: DiscreteVAE, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """For one image (784,): Bernoulli means (D, K, 784) where [v, k] decodes the image's most
+    likely code with variable v set to class k; and that code's classes (D,)."""
+    cfg = model.config
+    code = one_hot_argmax(model.encode(x.view(1, -1)))[0]  # (D, K)
+    codes = code.repeat(cfg.latent_vars, cfg.classes, 1, 1)  # [v, k] = the code ...
+    variables = torch.arange(cfg.latent_vars)
+    codes[variables, :, variables, :] = torch.eye(cfg.classes)  # ... with variable v one-hot k
+    means = torch.sigmoid(model.decode(codes.view(-1, cfg.latent_vars, cfg.classes)))
+    return means.view(cfg.latent_vars, cfg.classes, -1).cpu().numpy(), code.argmax(-1).cpu().numpy()
+
+
+def tile(images: np.ndarray, scale: int) -> np.ndarray:
+    """A grid of digits (R, C, 784) with values in [0, 1] (NaN = empty slot) as an RGB uint8
+    picture: ink black on white, each pixel a scale x scale block, GAP-pixel lines between digits."""
+    rows, cols = images.shape[:2]
+    cell = SIDE * scale
+    picture = np.empty((rows * (cell + GAP) + GAP, cols * (cell + GAP) + GAP, 3), np.uint8)
+    picture[:] = GAP_RGB
+    gray = np.rint(255 * (1 - np.clip(images, 0, 1))).reshape(rows, cols, SIDE, SIDE)
+    gray = gray.repeat(scale, axis=2).repeat(scale, axis=3)
+    for r in range(rows):
+        for c in range(cols):
+            if not np.isnan(images[r, c]).any():
+                top, left = GAP + r * (cell + GAP), GAP + c * (cell + GAP)
+                picture[top : top + cell, left : left + cell] = gray[r, c, :, :, None]
+    return picture
+
+
+def tile_centers(n: int, scale: int) -> list[float]:
+    """Pixel coordinates of the centres of n digits along one side of a `tile` picture."""
+    cell = SIDE * scale
+    return [GAP + i * (cell + GAP) + cell / 2 for i in range(n)]
+
+
+# ---- figures ------------------------------------------------------------------------------
+
+def _figure(width: int, height: int) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+
+
+def _place(fig: Figure, picture: np.ndarray, left: int, top: int) -> Axes:
+    """Axes showing `picture` pixel for pixel with its top-left corner at (left, top) pixels."""
+    width, height = fig.get_size_inches() * DPI
+    h, w = picture.shape[:2]
+    ax = fig.add_axes((left / width, 1 - (top + h) / height, w / width, h / height))
+    ax.imshow(picture, interpolation="none", extent=(0, w, h, 0), aspect="auto")
+    return ax
+
+
+def _picture_figure(picture: np.ndarray, margins: tuple[int, int, int, int]) -> tuple[Figure, Axes]:
+    """A figure just big enough for `picture` and the margins (left, top, right, bottom)."""
+    left, top, right, bottom = margins
+    h, w = picture.shape[:2]
+    fig = _figure(max(left + w + right, MIN_WIDTH), top + h + bottom)
+    return fig, _place(fig, picture, left, top)
+
+
+def reconstructions_figure(x: np.ndarray, recon: np.ndarray, title: str, columns: int = 10,
+                           scale: int = 2) -> Figure:
+    """Inputs (N, 784) above their reconstructions, `columns` per row pair (thesis Figure 5.2)."""
+    n = len(x)
+    columns = min(columns, n)
+    blocks = -(-n // columns)
+    grid = np.full((blocks, 2, columns, x.shape[1]), np.nan)
+    for i in range(n):
+        grid[i // columns, :, i % columns] = x[i], recon[i]
+    picture = tile(grid.reshape(2 * blocks, columns, -1), scale)
+    fig, ax = _picture_figure(picture, RECON_MARGINS)
+    ax.set_xticks([])
+    ax.set_yticks(tile_centers(2 * blocks, scale), ["input", "reconstr."] * blocks)
+    ax.set_title(title, fontsize=9, loc="left")
+    return fig
+
+
+def samples_figure(images: np.ndarray, title: str, columns: int = 8, scale: int = 2) -> Figure:
+    """Generated digits (n, 784) in a grid of `columns` columns."""
+    n = len(images)
+    columns = min(columns, n)
+    grid = np.full((-(-n // columns) * columns, images.shape[1]), np.nan)
+    grid[:n] = images
+    fig, ax = _picture_figure(tile(grid.reshape(-1, columns, grid.shape[1]), scale), SAMPLES_MARGINS)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9, loc="left")
+    return fig
+
+
+def traversal_figure(grid: np.ndarray, code: np.ndarray, x: np.ndarray, recon: np.ndarray,
+                     title: str, scale: int = 2) -> Figure:
+    """The (D, K, 784) traversal grid, the image's own class framed in red in each row;
+    the input and its reconstruction on the left."""
+    variables, classes = grid.shape[:2]
+    left, top, right, bottom = TRAVERSE_MARGINS
+    side = tile(np.stack([x, recon])[:, None], scale)  # input above reconstruction
+    cell = SIDE * scale + GAP
+    fig, ax = _picture_figure(tile(grid, scale), (left + side.shape[1] + TRAVERSE_SPACING, top, right, bottom))
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xticks(tile_centers(classes, scale), range(classes))
+    ax.set_yticks(tile_centers(variables, scale), range(variables), fontsize=7)
+    ax.set_xlabel("class k")
+    ax.set_ylabel("variable v (set to class k, the others kept)")
+    for v in range(variables):  # frame each row's own class: the unchanged code
+        ax.add_patch(_frame(code[v] * cell, v * cell, cell + GAP))
+    side_ax = _place(fig, side, left, top)
+    side_ax.set_xticks([])
+    side_ax.set_yticks(tile_centers(2, scale), ["input", "reconstr."])
+    fig.suptitle(title, x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
+    return fig
+
+
+def _frame(x: float, y: float, size: float) -> Rectangle:
+    """A red outline of the digit whose tile (gap included) starts at (x, y)."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x + GAP / 2, y + GAP / 2), size - GAP, size - GAP, fill=False,
+                     edgecolor=np.array(HIGHLIGHT_RGB) / 255, linewidth=1.5)
+
+
+def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
+    """pi (D, K) as a heatmap: rows = variables, columns = classes, with a colour bar."""
+    variables, classes = pi.shape
+    (cell_w, cell_h), (left, top, right, bottom) = HEATMAP_CELL, HEATMAP_MARGINS
+    w, h = classes * cell_w, variables * cell_h
+    width, height = left + w + right, top + h + bottom
+    fig = _figure(width, height)
+    ax = fig.add_axes((left / width, bottom / height, w / width, h / height))
+    image = ax.imshow(pi, cmap=HEATMAP_CMAP, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(variables), labels=range(variables), fontsize=7)
+    ax.set_xlabel("class k")
+    ax.set_ylabel("variable d")
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    if values:
+        for d in range(variables):
+            for k in range(classes):
+                if pi[d, k] >= 0.005:
+                    ax.text(k, d, f"{pi[d, k]:.2f}".lstrip("0"), ha="center", va="center", fontsize=6,
+                            color="white" if pi[d, k] < 0.5 else "black")
+    bar = fig.add_axes(((left + w + 12) / width, bottom / height, 12 / width, h / height))
+    fig.colorbar(image, cax=bar, label="probability pi_dk")
+    fig.suptitle(title, x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
+    return fig
+
+
+def read_metrics(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
+    """A run folder's method (from config.json) and per-epoch metrics (metrics.jsonl)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        what = "not a run folder" if not (run_dir / "config.json").is_file() else "no epoch finished yet"
+        raise DVAEError(f"{run_dir}: {what} (no metrics.jsonl)")
+    try:
+        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        method = json.loads((run_dir / "config.json").read_text())["train"]["method"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DVAEError(f"{run_dir}: corrupt run folder ({e})") from None
+    if not metrics:
+        raise DVAEError(f"{path}: no epochs recorded yet")
+    return method, metrics
+
+
+CURVES = (
+    ("valid_neg_elbo", "validation -ELBO (nats)"),
+    ("valid_log_lik", "validation log p(x|y) (reconstruction)"),
+    ("valid_kl", "validation KL(q(y|x) || uniform)"),
+)
+
+
+def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
+    """Validation -ELBO, log p(x|y), KL and the tau/beta schedule per epoch, one line per run
+    (runs = [(label, metrics), ...])."""
+    fig = _figure(*CURVES_SIZE)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    for color, (label, metrics) in enumerate(runs):
+        epochs = [m["epoch"] for m in metrics]
+        style = {"color": f"C{color}", "marker": "o", "markersize": 2.5, "linewidth": 1.2}
+        for ax, (key, _) in zip(axes, CURVES):
+            ax.plot(epochs, [m[key] for m in metrics], label=label, **style)
+        for key, dash in (("tau", "-"), ("beta", "--")):
+            if any(key in m for m in metrics):
+                axes[3].plot(epochs, [m.get(key, np.nan) for m in metrics], linestyle=dash,
+                             label=f"{key}, {label}", **style)
+    for ax, (_, name) in zip(axes, CURVES + ((None, "tau (gumbel) / beta (dtp)"),)):
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[2:]:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    if axes[3].lines:
+        axes[3].legend(fontsize=8)
+    fig.suptitle("Learning curves")
+    return fig
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The figure format named by the file's suffix: png, svg or pdf."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise DVAEError(f"{path}: unsupported figure format {Path(path).suffix or '(no suffix)'!r}; "
+                        f"use .png, .svg or .pdf")
+    return fmt
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Write the figure to `path` (format from its suffix), atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=output_format(path), dpi=DPI)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as e:
+        raise DVAEError(f"{path}: cannot write the figure ({e.strerror or e})") from None
