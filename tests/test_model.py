@@ -126,3 +126,22 @@ def test_registry_and_hparam_validation():
         make_method("dtp", {"tau0": 1.0})
     with pytest.raises(DVAEError, match="dtp_target must be one of"):
         make_method("dtp", {"dtp_target": "mean"})
+
+
+def test_dtp_log_correction_with_cross_entropy():
+    """log correction: pi_hat = softmax(2 log pi(x) - log pi(x')); ce loss: -sum pi_hat log pi."""
+    model, x, step, _, _ = _dtp_step({"dtp_correction": "log", "dtp_loss": "ce"})
+    got = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    with torch.no_grad():
+        log_pi = model.encode(x)
+        y = one_hot_sample(log_pi, Noise(torch.Generator().manual_seed(1), 8).gumbel(5, 4))
+        log_pi_rec = model.encode(torch.sigmoid(model.decode(y)))
+        target = torch.softmax(2 * log_pi - log_pi_rec, dim=-1)
+    assert (target >= 0).all() and torch.allclose(target.sum(-1), torch.ones(8, 5))
+    log_pi = model.encode(x)
+    (-(target * log_pi).sum((1, 2)) + 0.5 * kl_to_uniform(log_pi)).mean().backward()
+    for g, p in zip(got, model.encoder.parameters()):
+        torch.testing.assert_close(g, p.grad)
+    with pytest.raises(DVAEError, match="needs --dtp-target prob"):
+        make_method("dtp", {"dtp_correction": "log", "dtp_target": "sample"})

@@ -4,6 +4,10 @@ Decoder: -log p(x|y) (eq. 5.3). Encoder: ||pi(x) - pi_hat||^2 + beta * KL (eq. 5
 constant target  pi_hat = h + pi(x) - pi(x'),  x' = dec(y)  (eq. 3.6 with the encoder as the
 decoder's approximate inverse), where h = pi(x) ("prob": eq. 3.7, 2 pi(x) - pi(x')) or the
 sample y ("sample"). No gradient crosses the sample.
+
+The thesis's future work (6.1), as options: the "log" correction takes the difference in log
+space and renormalizes, pi_hat = softmax(2 log pi(x) - log pi(x')), always a distribution; the
+"ce" loss replaces the squared error by the cross-entropy -sum_k pi_hat_k log pi_k.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
 from .base import Method, Noise, Step
 
@@ -32,6 +38,20 @@ class DTPConfig:
         default=False,
         metadata={"help": "DTP: also train the encoder as the decoder's inverse, ||pi(dec(y)) - y||^2"},
     )
+    dtp_correction: str = field(
+        default="linear",
+        metadata={"help": "DTP: linear = h + pi(x) - pi(x'); log = softmax(2 log pi(x) - log pi(x'))",
+                  "choices": ("linear", "log")},
+    )
+    dtp_loss: str = field(
+        default="mse",
+        metadata={"help": "DTP: target loss, mse = ||pi - pi_hat||^2, ce = -sum pi_hat log pi",
+                  "choices": ("mse", "ce")},
+    )
+
+    def __post_init__(self) -> None:
+        if self.dtp_correction == "log" and self.dtp_target != "prob":
+            raise DVAEError("--dtp-correction log needs --dtp-target prob (log of a one-hot y is -inf)")
 
 
 class DTP(Method):
@@ -54,11 +74,18 @@ class DTP(Method):
         x_rec = torch.sigmoid(x_logits.detach())  # Bernoulli means of the reconstruction
         with torch.set_grad_enabled(self.config.dtp_inverse_loss):
             log_pi_rec = model.encode(x_rec)
-        pi, pi_rec = log_pi.exp(), log_pi_rec.detach().exp()
-        h = pi.detach() if self.config.dtp_target == "prob" else y
-        target = h + pi.detach() - pi_rec  # a constant
+        pi = log_pi.exp()
+        if self.config.dtp_correction == "linear":
+            h = pi.detach() if self.config.dtp_target == "prob" else y
+            target = h + pi.detach() - log_pi_rec.detach().exp()
+        else:
+            target = F.softmax(2 * log_pi.detach() - log_pi_rec.detach(), dim=-1)
+        if self.config.dtp_loss == "mse":
+            target_loss = (pi - target).square().sum(dim=(1, 2))
+        else:
+            target_loss = -(target * log_pi).sum(dim=(1, 2))
         kl = kl_to_uniform(log_pi)
-        encoder_loss = (pi - target).square().sum(dim=(1, 2)) + schedule["beta"] * kl  # (5.4)
+        encoder_loss = target_loss + schedule["beta"] * kl  # (5.4); the target is a constant
 
         loss = (encoder_loss - log_lik).mean()
         if self.config.dtp_inverse_loss:  # eq. 3.4 with the encoder as the decoder's inverse
