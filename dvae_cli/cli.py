@@ -219,6 +219,9 @@ def eval_command(
 
 
 # Subcommands defined in other modules register here, one line each.
+from . import cli_codes  # noqa: E402
+app.command(rich_help_panel="Codes")(cli_codes.encode)
+app.command(rich_help_panel="Codes")(cli_codes.decode)
 from . import cli_figures  # noqa: E402
 app.command(rich_help_panel="Figures")(cli_figures.heatmap)
 app.command(rich_help_panel="Figures")(cli_figures.recon)
