@@ -126,7 +126,7 @@ def train(
     Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR.
     """
     from .progress import for_terminal
-    from .train import TrainConfig, resume as resume_run, train as train_run
+    from .train import TrainConfig, default_out, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
     with user_errors():
@@ -146,12 +146,12 @@ def train(
                     data_dir=str(data_dir) if data_dir else None,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
                 )
+                out = out or default_out(config.method)
                 run_dir = train_run(config, out, reporter)
         except KeyboardInterrupt:
             reporter.close()
-            where = resume or out or "the run folder"
             stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
-                         f"continue with: dvae train --resume {where}")
+                         f"continue with: dvae train --resume {resume or out}")
             raise typer.Exit(130) from None
         finally:
             reporter.close()
@@ -219,6 +219,8 @@ def eval_command(
 
 
 # Subcommands defined in other modules register here, one line each.
+from . import cli_reproduce  # noqa: E402
+app.command(rich_help_panel="Experiments")(cli_reproduce.reproduce)
 from . import cli_codes  # noqa: E402
 app.command(rich_help_panel="Codes")(cli_codes.encode)
 app.command(rich_help_panel="Codes")(cli_codes.decode)

@@ -61,7 +61,7 @@ class Bars(Reporter):
         self.progress.console.print(line, highlight=False, markup=False)
 
     def close(self) -> None:
-        self.progress.stop()
+        self.progress.stop()  # idempotent
 
 
 def for_terminal(quiet: bool = False) -> Reporter:
