@@ -173,7 +173,8 @@ def _fmt(value: float) -> str:
 def eval_command(
     ckpt: Path = typer.Argument(..., help="Checkpoint file or run folder (then its best checkpoint)."),
     split: Split = typer.Option("valid", help="Data split."),
-    iw: int = typer.Option(100, "--iw", min=0, help="Samples for the importance-weighted log p(x) (0 = skip)."),
+    iw: int = typer.Option(100, "--iw", min=0, help="Samples for the importance-weighted log p(x) (0 = skip); "
+                    "100 takes about a minute on the 10k valid split on 2 CPU cores."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
