@@ -1,0 +1,88 @@
+"""`dvae reproduce`: the thesis's Table 5.1 (and every other method) trained, evaluated and compared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.console import Group
+from rich.table import Table
+
+from .cli_common import DATA_DIR_HELP, stdout, user_errors
+from .reproduce import MODELS, THESIS_MODELS, fmt, parse_seeds, select_models, thesis_cells
+
+
+def reproduce(
+    epochs: int = typer.Option(50, min=1, help="Epochs per run (the thesis: 50)."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; one run per model and seed."),
+    extra_seeds: Optional[str] = typer.Option(
+        None, help="Seeds for the models beyond the thesis's three (default: --seeds)."),
+    methods: Optional[str] = typer.Option(
+        None, help=f"Comma-separated models to run (default: the thesis's three): {', '.join(MODELS)}."),
+    all_models: bool = typer.Option(False, "--all", help="Also every other method and DTP variant."),
+    out: Path = typer.Option(Path("runs/reproduce"), help="Folder of the run folders and results files."),
+    iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or mps."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    train_limit: Optional[int] = typer.Option(
+        None, min=1, help="Train (and evaluate train) on the first N training images only: quick runs."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train the thesis's three models over seeds, evaluate them and compare with its Table 5.1.
+
+    Each run folder <out>/<model>-seed<k> is skipped when complete and resumed when partial.
+    Writes <out>/results.json and <out>/results.md; progress goes to stderr.
+    """
+    from .progress import for_terminal
+    from .reproduce import reproduce as run_all
+    from .train import TrainConfig
+
+    with user_errors():
+        names = methods.split(",") if methods is not None else None
+        models = select_models(names, all_models)
+        thesis_seeds = parse_seeds(seeds)
+        other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else thesis_seeds
+        plan = [(m, thesis_seeds if m in THESIS_MODELS else other_seeds) for m in models]
+        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit,
+                           data_dir=str(data_dir) if data_dir else None)
+        reporter = for_terminal(quiet)
+        try:
+            results = run_all(plan, out, base, iw, reporter)
+        finally:
+            reporter.close()
+    if json_out:
+        print(json.dumps(results))
+        return
+    stdout.print(tables(results))
+    stdout.print(f"written: {out / 'results.json'}, {out / 'results.md'}", highlight=False)
+
+COMPACT = {"box": box.SIMPLE, "pad_edge": False, "collapse_padding": True}  # fits 80 columns
+
+
+def tables(results: dict) -> Group:
+    """Table 5.1 beside ours (a row per model and split), then the other metrics (means only): 80 columns wide."""
+    p = results["protocol"]
+    comparison = Table(title=f"Reconstruction log p(x|y) per image after {p['epochs']} epochs, beside Table 5.1",
+                       title_justify="left", **COMPACT)
+    other = Table(title=f"Means over seeds (KL, max prob: valid; -log p(x): IW bound, K = {p['iw_samples']})",
+                  title_justify="left", **COMPACT)
+    for table, headers in ((comparison, ["model", "seeds", "split", "one-hot", "relaxed", "thesis", "diff"]),
+                           (other, ["model", "KL", "valid -ELBO", "test -ELBO", "test -log p(x)", "max prob",
+                                    "s/epoch"])):
+        for name in headers:
+            table.add_column(name, justify="left" if name in ("model", "split") else "right", no_wrap=name == "model")
+    for row in results["models"]:
+        for split in ("train", "valid"):
+            first = split == "train"
+            comparison.add_row(row["name"] if first else "", str(len(row["seeds"])) if first else "", split,
+                               fmt(row, f"{split}_log_lik"), fmt(row, f"{split}_relaxed_log_lik"),
+                               *thesis_cells(row, split), end_section=not first)
+        means = [fmt(row, k, with_std=False) for k in ("valid_kl", "valid_neg_elbo", "test_neg_elbo",
+                                                       "test_neg_iw_log_px")]
+        other.add_row(row["name"], *means, fmt(row, "valid_mean_max_prob", 4, with_std=False),
+                      fmt(row, "seconds_per_epoch", 1, with_std=False))
+    return Group(comparison, other)

@@ -1,0 +1,268 @@
+"""`dvae reproduce` as a Python API: train the thesis's models (and, optionally, every other
+method) over several seeds, evaluate them under one protocol, and compare with Table 5.1.
+
+Each (model, seed) gets a run folder `<out>/<model>-seed<k>`: skipped when complete, resumed
+when partial, trained otherwise. Evaluation uses the best checkpoint (lowest validation -ELBO)
+with exact one-hot samples, and is cached in the run folder, so re-running is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import BEST, STATE, load_checkpoint
+from .data import load_split
+from .errors import DVAEError
+from .evaluate import evaluate, relaxed_log_lik
+from .fileio import atomic_write_text
+from .methods import make_method
+from .progress import Reporter
+from .train import CONFIG, METRICS, TrainConfig, resolve_device, resume, train
+
+EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
+EVAL_SEED = 0  # the seed of `dvae eval`: `dvae eval RUN --split test --iw K` gives the same numbers
+MATCHED = ("method", "hparams", "model", "batch_size", "lr", "seed", "train_limit")  # must agree to reuse a run
+
+
+@dataclass(frozen=True)
+class Model:
+    """One row of the comparison: a method with fixed hyper-parameters."""
+
+    name: str  # run folder prefix and --methods choice
+    label: str
+    method: str
+    hparams: dict = field(default_factory=dict)
+    thesis: dict[str, float] | None = None  # Table 5.1: reconstruction log-likelihood, "train" and "valid"
+
+
+THESIS_MODELS = [
+    Model("dtp", "target propagation (thesis reading)", "dtp", {}, {"train": -70.102, "valid": -72.545}),
+    Model("gumbel-tau0.5", "Gumbel-Softmax tau=0.5", "gumbel", {"tau_min": 0.5},
+          {"train": -63.876, "valid": -64.401}),
+    Model("gumbel-tau0.1", "Gumbel-Softmax tau=0.1", "gumbel", {"tau_min": 0.1, "anneal_rate": 0.046},
+          {"train": -68.883, "valid": -68.623}),
+]
+EXTRA_MODELS = [
+    Model("dtp-sample", "DTP, sample target y + pi(x) - pi(x')", "dtp", {"dtp_target": "sample"}),
+    Model("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
+    Model("dtp-log-ce", "DTP, log correction + cross-entropy", "dtp", {"dtp_correction": "log", "dtp_loss": "ce"}),
+    Model("st-gumbel", "straight-through Gumbel-Softmax", "st-gumbel", {}),
+    Model("st", "straight-through", "st", {}),
+    Model("reinmax", "ReinMax", "reinmax", {}),
+    Model("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
+]
+MODELS = {m.name: m for m in THESIS_MODELS + EXTRA_MODELS}
+
+
+def select_models(names: list[str] | None = None, include_all: bool = False) -> list[Model]:
+    """The models named (in the catalogue's order), else the thesis's three, plus the rest with `include_all`."""
+    if names is None:
+        return THESIS_MODELS + (EXTRA_MODELS if include_all else [])
+    if include_all:
+        raise DVAEError("give either --methods or --all, not both")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise DVAEError(f"unknown model(s) {', '.join(map(repr, unknown))}; choose from {', '.join(MODELS)}")
+    return [m for m in MODELS.values() if m.name in names]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: distinct non-negative integers."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise DVAEError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise DVAEError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def _metrics(run: Path) -> list[dict]:
+    path = run / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
+    """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
+    if (run / CONFIG).is_file():
+        try:
+            saved = json.loads((run / CONFIG).read_text())["train"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DVAEError(f"{run}/{CONFIG}: corrupt run config ({e})") from None
+        hparams = dataclasses.asdict(make_method(config.method, config.hparams).config)  # defaults filled in
+        wanted = dataclasses.replace(config, hparams=hparams).to_dict()
+        differ = [k for k in MATCHED if saved.get(k) != wanted[k]]
+        if differ:
+            raise DVAEError(f"{run} holds a run with other settings ({', '.join(differ)}); choose another --out")
+    done = max((m["epoch"] for m in _metrics(run)), default=0)
+    if done > config.epochs:
+        raise DVAEError(f"{run} has {done} epochs, more than --epochs {config.epochs}; choose another --out")
+    if done == config.epochs and (run / BEST).is_file():
+        return "complete"
+    if (run / STATE).is_file():
+        resume(run, config.epochs, config.device, reporter)
+        return "resumed"
+    (run / CONFIG).unlink(missing_ok=True)  # a run stopped before its first epoch: nothing to keep
+    train(config, run, reporter)
+    return "trained"
+
+
+class Splits:
+    """The evaluation splits, loaded once and only when an evaluation is needed."""
+
+    def __init__(self, data_dir: str | None, train_limit: int | None, device: torch.device):
+        self.data_dir, self.train_limit, self.device = data_dir, train_limit, device
+        self.loaded: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, split: str) -> torch.Tensor:
+        if split not in self.loaded:
+            limit = self.train_limit if split == "train" else None  # train: the images the runs trained on
+            self.loaded[split] = load_split(split, self.data_dir, limit, self.device)
+        return self.loaded[split]
+
+
+def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
+    """Metrics of the run's best checkpoint on train, valid and test; cached in the run folder."""
+    ckpt = load_checkpoint(run / BEST, splits.device)
+    key = {"fingerprint": ckpt.fingerprint, "iw_samples": iw_samples, "train_limit": splits.train_limit,
+           "seed": EVAL_SEED}
+    cache = run / EVAL_CACHE
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["metrics"]
+    result = {"epoch": ckpt.epoch,
+              "seconds_per_epoch": statistics.fmean(m["seconds"] for m in _metrics(run))}
+    for split in ("train", "valid", "test"):
+        r = evaluate(ckpt.model, splits[split], iw_samples if split == "test" else 0, EVAL_SEED)
+        result.update({f"{split}_{k}": r[k] for k in ("log_lik", "kl", "neg_elbo", "mean_max_prob")})
+        if split == "test":
+            result["test_neg_iw_log_px"] = -r["iw_log_px"]
+    if ckpt.method == "gumbel":
+        result["tau"] = tau = ckpt.metrics["tau"]
+        generator = torch.Generator(device=splits.device)
+        for split in ("train", "valid"):
+            generator.manual_seed(EVAL_SEED)
+            result[f"{split}_relaxed_log_lik"] = relaxed_log_lik(ckpt.model, splits[split], tau, generator)
+    atomic_write_text(cache, json.dumps({"key": key, "metrics": result}, indent=2) + "\n")
+    return result
+
+
+def summarize(model: Model, runs: list[dict]) -> dict:
+    """Mean and (sample) std over seeds of every metric; the difference to Table 5.1."""
+    keys = [k for k in runs[0]["metrics"] if all(k in r["metrics"] for r in runs)]
+    values = {k: [r["metrics"][k] for r in runs] for k in keys}
+    mean = {k: statistics.fmean(v) for k, v in values.items()}
+    std = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
+    row = {"name": model.name, "label": model.label, "method": model.method, "hparams": model.hparams,
+           "seeds": [r["seed"] for r in runs], "mean": mean, "std": std, "runs": runs, "thesis": model.thesis}
+    if model.thesis:
+        row["difference"] = {s: mean[f"{s}_log_lik"] - model.thesis[s] for s in ("train", "valid")}
+    return row
+
+
+def reproduce(
+    plan: list[tuple[Model, list[int]]],
+    out: str | Path,
+    base: TrainConfig,
+    iw_samples: int = 100,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Train (or reuse) and evaluate every (model, seed) of `plan`; write results.json and results.md.
+
+    `base` gives the settings shared by all runs (epochs, batch size, lr, device, data, train_limit).
+    """
+    if iw_samples < 1:
+        raise DVAEError(f"the importance-weighted bound needs at least 1 sample, got {iw_samples}")
+    out, reporter = Path(out), reporter or Reporter()
+    splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device))
+    rows = []
+    for model, seeds in plan:
+        runs = []
+        for seed in seeds:
+            run = out / f"{model.name}-seed{seed}"
+            config = dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed)
+            status = ensure_trained(config, run, reporter)
+            reporter.log(f"{model.name} seed {seed}: {status} ({run})")
+            runs.append({"seed": seed, "run": str(run), "status": status,
+                         "metrics": evaluate_run(run, splits, iw_samples)})
+        rows.append(summarize(model, runs))
+    results = {
+        "protocol": {"epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,
+                     "train_limit": base.train_limit, "iw_samples": iw_samples, "eval_seed": EVAL_SEED,
+                     "checkpoint": "best (lowest validation -ELBO)", "codes": "exact one-hot samples"},
+        "models": rows,
+    }
+    atomic_write_text(out / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / RESULTS_MD, markdown(results))
+    return results
+
+
+def fmt(row: dict, key: str, digits: int = 2, with_std: bool = True) -> str:
+    """'mean ± std' of a metric ('' when the model lacks it; no std for one seed)."""
+    if key not in row["mean"]:
+        return ""
+    mean, std = row["mean"][key], row["std"][key]
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if with_std and std is not None else "")
+
+
+def thesis_cells(row: dict, split: str) -> tuple[str, str]:
+    """Table 5.1's number and our difference to it, or blanks for models the thesis lacks."""
+    if not row["thesis"]:
+        return "", ""
+    return f"{row['thesis'][split]:.3f}", f"{row['difference'][split]:+.2f}"
+
+
+COLUMNS = [
+    "model", "seeds", "train log p(x|y)", "thesis", "diff", "valid log p(x|y)", "thesis", "diff",
+    "relaxed train / valid", "KL", "valid -ELBO", "test -ELBO", "test -log p(x) (IW)", "max prob", "s/epoch",
+]
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    """The Markdown table's cells, one list per model (in COLUMNS order)."""
+    cells = []
+    for row in results["models"]:
+        relaxed = f"{fmt(row, 'train_relaxed_log_lik')} / {fmt(row, 'valid_relaxed_log_lik')}" \
+            if "train_relaxed_log_lik" in row["mean"] else ""
+        cells.append([
+            row["name"], str(len(row["seeds"])),
+            fmt(row, "train_log_lik"), *thesis_cells(row, "train"),
+            fmt(row, "valid_log_lik"), *thesis_cells(row, "valid"),
+            relaxed, fmt(row, "valid_kl"), fmt(row, "valid_neg_elbo"), fmt(row, "test_neg_elbo"),
+            fmt(row, "test_neg_iw_log_px"), fmt(row, "valid_mean_max_prob", 4), fmt(row, "seconds_per_epoch", 1),
+        ])
+    return cells
+
+
+def markdown(results: dict) -> str:
+    """results.md: the protocol, the table beside Table 5.1, and how to read it."""
+    p = results["protocol"]
+    lines = [
+        "# dvae reproduce: the thesis's Table 5.1 and more",
+        "",
+        f"Epochs: {p['epochs']}, batch {p['batch_size']}, Adam lr {p['lr']}, "
+        f"{'all' if p['train_limit'] is None else p['train_limit']} training images; "
+        f"best checkpoint by validation -ELBO; every metric per image, mean ± std over seeds.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(c) + " |" for c in table_rows(results)),
+        "",
+        "- log p(x|y): reconstruction log-likelihood (Table 5.1's metric), with y an exact one-hot "
+        "sample of q(y|x) for every method; diff = ours - thesis.",
+        "- relaxed (Gumbel-Softmax only): log p(x|y) with y the relaxed Gumbel-Softmax sample at the "
+        "checkpoint's temperature, what the training pass measures. The thesis's Gumbel numbers were "
+        "most likely measured this way, so compare them with this column.",
+        f"- KL: KL(q(y|x) || uniform) on valid. -log p(x): importance-weighted bound, K = {p['iw_samples']} "
+        "samples from q(y|x). max prob: mean over variables of max_k pi_k on valid (codes are always "
+        "one-hot at evaluation). s/epoch: training plus per-epoch validation.",
+        "",
+    ]
+    return "\n".join(lines)
