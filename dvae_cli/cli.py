@@ -125,6 +125,7 @@ def train(
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
     Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR.
     """
+    from .distributed import is_main
     from .progress import for_terminal
     from .train import TrainConfig, default_out, resume as resume_run, train as train_run
 
@@ -155,6 +156,8 @@ def train(
             raise typer.Exit(130) from None
         finally:
             reporter.close()
+    if not is_main():  # under torchrun, rank 0 alone reports
+        return
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
         if (run_dir / "metrics.jsonl").exists() else []
     if json_out:
@@ -225,6 +228,8 @@ app.command(rich_help_panel="Experiments")(cli_reproduce.reproduce)
 from . import cli_codes  # noqa: E402
 app.command(rich_help_panel="Codes")(cli_codes.encode)
 app.command(rich_help_panel="Codes")(cli_codes.decode)
+from . import cli_scale  # noqa: E402
+app.command(rich_help_panel="Codes")(cli_scale.cat)
 from . import cli_figures  # noqa: E402
 app.command(rich_help_panel="Figures")(cli_figures.heatmap)
 app.command(rich_help_panel="Figures")(cli_figures.recon)

@@ -13,9 +13,11 @@ from typing import BinaryIO, Iterator, Optional
 import numpy as np
 import typer
 
+from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .cli_common import user_errors
-from .codes import FORMATS, Codes, CodeWriter, decode_chunks, default_checkpoint, encode_chunks, open_output, read_codes
+from .cli_scale import SHARD_HELP, encode_codes, shard_block
+from .codes import FORMATS, Codes, CodeWriter, decode_chunks, default_checkpoint, open_output, read_codes
 from .errors import DVAEError
 from .inputs import CHUNK, SIDE, open_images
 from .progress import for_terminal
@@ -48,7 +50,7 @@ def _format_for(output: str) -> str:
 
 
 def _load(ckpt: Optional[Path], device: str) -> Checkpoint:
-    return load_checkpoint(ckpt or default_checkpoint(), resolve_device(device))
+    return load_checkpoint(ckpt or default_checkpoint(), distributed.local_device(resolve_device(device)))
 
 
 def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
@@ -71,37 +73,48 @@ def encode(
     seed: int = typer.Option(0, help="Seed for --sample."),
     batch_size: int = typer.Option(CHUNK, min=1, help="Images per chunk (memory stays bounded)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=SHARD_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
     """Encode images into their codes: D class indices an image (the argmax of q(y|x) by default).
 
     Examples: dvae encode imgs.npy -o codes.bin;  cat imgs.npy | dvae encode - -o - --format text
+    Under torchrun the processes share the work and rank 0 writes the file.
     """
-    with user_errors():
+    with user_errors(), distributed.process_group(resolve_device(device)):
         fmt = format.value if format else _format_for(output)
         if json_out and output == "-":
             raise DVAEError("--json prints on stdout, which -o - uses for the codes: give -o FILE")
+        if source == "-" and distributed.launched():
+            raise DVAEError("under torchrun the input must be a file, not stdin")
         _check_io(source, output, fmt != "text")
         loaded = _load(ckpt, device)
         config = loaded.model.config
         images = open_images(source)
-        reporter = for_terminal(quiet)
-        reporter.task("encode", "encoding", len(images))
+        block = shard_block(shard, len(images))
+        count = block.stop - block.start
+        main = distributed.is_main()
+        reporter = for_terminal(quiet or not main)
+        reporter.task("encode", "encoding", count)
         try:
-            with open_output(output) as f, CodeWriter(f, fmt, config.latent_vars, config.classes,
-                                                      len(images), loaded.fingerprint) as writer:
-                for codes in encode_chunks(loaded.model, images.chunks(batch_size), sample, seed):
-                    writer.write(codes)
-                    reporter.advance("encode", len(codes))
+            codes = encode_codes(loaded.model, images, block, batch_size, sample, seed)
+            if main:
+                with open_output(output) as f, CodeWriter(f, fmt, config.latent_vars, config.classes,
+                                                          count, loaded.fingerprint) as writer:
+                    for part in codes:
+                        writer.write(part)
+                        reporter.advance("encode", len(part))
         finally:
             reporter.close()
+    if not main:
+        return
     size = os.path.getsize(output) if output != "-" else None
-    summary = {"images": len(images), "output": output, "format": fmt, "bytes": size,
+    summary = {"images": count, "output": output, "format": fmt, "bytes": size, "shard": shard,
                "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": str(loaded.path),
                "fingerprint": loaded.fingerprint, "sample": sample, "seed": seed if sample else None}
     where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"stdout ({fmt})"
-    _report(json_out, summary, f"encoded {len(images):,} images with {loaded.path} -> {where}", quiet)
+    _report(json_out, summary, f"encoded {count:,} images with {loaded.path} -> {where}", quiet)
 
 
 def _check_match(codes: Codes, loaded: Checkpoint, force: bool, name: str) -> None:

@@ -34,7 +34,7 @@ import torch
 from .checkpoint import BEST, LAST, resolve_checkpoint
 from .errors import DVAEError
 from .fileio import atomic_open
-from .inputs import CHUNK, NPY_MAGIC, SIDE, binarize_array
+from .inputs import CHUNK, NPY_MAGIC, SIDE, ImageSource, binarize_array
 from .model import DiscreteVAE, gumbel_noise
 
 FORMATS = ("packed", "onehot", "indices", "text")
@@ -209,6 +209,32 @@ def encode_chunks(model: DiscreteVAE, chunks: Iterable[torch.Tensor], sample: bo
             if sample:
                 scores = scores + gumbel_noise(torch.rand(scores.shape, generator=generator, device=device))
             yield scores.argmax(dim=-1).cpu().numpy().astype(dtype)
+
+
+def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int, batch_size: int = CHUNK,
+                 sample: bool = False, seed: int = 0) -> Iterator[np.ndarray]:
+    """Codes of images[start:stop], chunk by chunk: exactly those rows of encoding all the images
+    with `encode_chunks` in chunks of `batch_size` (same chunks, same noise), so that blocks encoded
+    apart join into the file that encoding the whole gives, byte for byte.
+
+    The images before `start` are read but not encoded (with `sample`, their noise is drawn)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    dtype = index_dtype(model.config.classes)
+    shape = (model.config.latent_vars, model.config.classes)
+    first = 0
+    with torch.inference_mode():
+        for raw in images.raw_chunks(batch_size):
+            if first >= stop:
+                break
+            noise = torch.rand((len(raw), *shape), generator=generator, device=device) if sample else None
+            lo, hi = max(start, first) - first, min(stop, first + len(raw)) - first
+            if lo < hi:  # encode the whole chunk, as `encode_chunks` does, and keep the block's rows
+                scores = model.encoder(binarize_array(raw, images.name, first).to(device)).view(len(raw), *shape)
+                if sample:
+                    scores = scores + gumbel_noise(noise)
+                yield scores[lo:hi].argmax(dim=-1).cpu().numpy().astype(dtype)
+            first += len(raw)
 
 
 def encode(model: DiscreteVAE, images: np.ndarray | torch.Tensor, sample: bool = False,
@@ -487,3 +513,36 @@ def read_codes(source: str | os.PathLike | BinaryIO, latent_vars: int | None = N
     if not data or data[:1].isdigit():
         return _read_text(data, name, latent_vars, classes)
     raise DVAEError(f"{name}: not a codes file (no dvae codes header, not a .npy of indices, not text codes)")
+
+
+# ---- joining ---------------------------------------------------------------------------------
+
+
+def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | BinaryIO) -> Codes:
+    """Write the codes of `sources`, in order, into one file of their common format (e.g. the
+    shards of `dvae encode --shard`); returns what was written. The files must agree in format,
+    D, K and fingerprint (packed, onehot) or index type (indices); else nothing is written."""
+    if not sources:
+        raise DVAEError("no codes files to join")
+    parts = [read_codes(source) for source in sources]
+    first, name = parts[0], str(sources[0])
+    for part, source in zip(parts[1:], sources[1:]):
+        for what, mine, theirs in (("format", part.format, first.format), ("K", part.classes, first.classes),
+                                   ("fingerprint", part.fingerprint, first.fingerprint),
+                                   ("index type", part.indices.dtype, first.indices.dtype)):
+            if mine != theirs:
+                raise DVAEError(f"{source}: {what} {mine} differs from {theirs} of {name}; not joining them")
+        if len(part.indices) and len(first.indices) and part.indices.shape[1] != first.indices.shape[1]:
+            raise DVAEError(f"{source}: D={part.indices.shape[1]} differs from D={first.indices.shape[1]} "
+                            f"of {name}; not joining them")
+    indices = np.concatenate([p.indices for p in parts if len(p.indices)] or [first.indices])
+    joined = Codes(indices, first.format, first.classes, first.fingerprint)
+    if first.format == "text":  # K is not recorded: the lines are joined as they are
+        with open_output(target) as f:
+            for source in sources:
+                data = Path(source).read_bytes()
+                f.write(data + b"\n" if data and not data.endswith(b"\n") else data)
+        return joined
+    classes = first.classes or (256 if indices.dtype == np.uint8 else MAX_CLASSES)  # indices: as their type
+    write_codes(target, indices, classes, first.format, first.fingerprint)
+    return joined

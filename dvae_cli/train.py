@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import BEST, LAST, STATE, TrainState, load_state, save_checkpoint, save_state
 from .data import load_split
 from .errors import DVAEError
 from .evaluate import elbo_terms
 from .fileio import atomic_write_text, deferred_interrupt
-from .methods import Noise, make_method
+from .methods import Method, Noise, Step, make_method
 from .model import DiscreteVAE, ModelConfig
 from .progress import Reporter
 
@@ -71,6 +71,7 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),
         "command": sys.argv,
     }
 
@@ -84,12 +85,28 @@ def _format_epoch(m: dict, epochs: int) -> str:
     )
 
 
+class _Loss(torch.nn.Module):
+    """A method's loss as a module, so that DistributedDataParallel sees the whole forward pass."""
+
+    def __init__(self, model: DiscreteVAE, method: Method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, x: torch.Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
+        return self.method.loss(self.model, x, noise, schedule)
+
+
 class Run:
-    """A run folder being trained: builds everything from a TrainConfig, or resumes one."""
+    """A run folder being trained: builds everything from a TrainConfig, or resumes one.
+
+    Under torchrun (see distributed.py) every process builds the same Run, trains on its slice of
+    each global batch through DistributedDataParallel, and only rank 0 evaluates, writes and reports.
+    """
 
     def __init__(self, config: TrainConfig, out: Path, reporter: Reporter):
-        self.config, self.out, self.reporter = config, out, reporter
-        self.device = resolve_device(config.device)
+        self.config, self.out = config, out
+        self.reporter = reporter if distributed.is_main() else Reporter()
+        self.device = distributed.local_device(resolve_device(config.device))
         self.method = make_method(config.method, config.hparams)
         config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
         if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0:
@@ -100,6 +117,7 @@ class Run:
         self.model = DiscreteVAE(config.model).to(self.device)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
+        self.loss = distributed.data_parallel(_Loss(self.model, self.method), self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch, self.best = 0, math.inf
         self.metrics: list[dict] = []
@@ -115,22 +133,29 @@ class Run:
         self.metrics = [m for m in map(json.loads, lines) if m["epoch"] <= self.epoch]
 
     def train_epoch(self, schedule: dict[str, float]) -> dict[str, float]:
-        """One pass over the shuffled training set; returns the training averages."""
-        cfg, data = self.config, self.train_data
+        """One pass over the shuffled training set; returns the training averages.
+
+        Every process draws the same permutation and noise, and takes its slice of each global
+        batch. Its mean loss is weighted by slice size * world size / batch size, so that the
+        gradients DDP averages equal those of the whole batch's mean loss, even for uneven slices.
+        """
+        cfg, data, world = self.config, self.train_data, distributed.world_size()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
         order = torch.randperm(len(data), generator=self.generator, device=self.device)
         sums = torch.zeros(2, device=self.device)
         self.model.train()
         for start in range(0, len(data), cfg.batch_size):
-            x = data[order[start : start + cfg.batch_size]]
-            step = self.method.loss(self.model, x, Noise(self.generator, len(x)), schedule)
+            batch = order[start : start + cfg.batch_size]
+            rows = distributed.shard(len(batch))
+            x = data[batch[rows]]
+            step = self.loss(x, Noise(self.generator, len(batch), rows), schedule)
             self.optimizer.zero_grad(set_to_none=True)
-            step.loss.backward()
+            (step.loss * (len(x) * world / len(batch))).backward()
             self.optimizer.step()
             sums += torch.stack([step.log_lik.sum(), step.kl.sum()])
             self.reporter.advance("batches")
-        log_lik, kl = (sums / len(data)).tolist()  # the one sync of the epoch
+        log_lik, kl = (distributed.all_reduce_sum(sums) / len(data)).tolist()  # the one sync of the epoch
         return {"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
 
     def save(self, record: dict) -> None:
@@ -162,18 +187,24 @@ class Run:
                     f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
                     f"({train}); the last good checkpoint (epoch {self.epoch}) is kept in {self.out}"
                 )
-            eval_generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-            valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
             self.epoch += 1
-            record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
-                      **{k: v for k, v in schedule.items() if k != "lr_scale"},
-                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            with deferred_interrupt():  # an epoch's files are written completely or not at all
-                self.metrics.append(record)
-                self.save(record)
-            self.reporter.advance("epochs")
-            self.reporter.log(_format_epoch(record, cfg.epochs))
+            if distributed.is_main():  # the others go on and wait for it in the next all-reduce
+                self.end_epoch(train, schedule, t0)
+        distributed.barrier()  # every process returns once the run folder is complete
         return self.metrics
+
+    def end_epoch(self, train: dict[str, float], schedule: dict[str, float], t0: float) -> None:
+        """Validate, write the epoch's files and report it (rank 0 alone)."""
+        eval_generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
+        record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
+                  **{k: v for k, v in schedule.items() if k != "lr_scale"},
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        with deferred_interrupt():  # an epoch's files are written completely or not at all
+            self.metrics.append(record)
+            self.save(record)
+        self.reporter.advance("epochs")
+        self.reporter.log(_format_epoch(record, self.config.epochs))
 
 
 def default_out(method: str) -> Path:
@@ -185,11 +216,13 @@ def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter
     out = Path(out) if out is not None else default_out(config.method)
     if (out / STATE).exists() or (out / CONFIG).exists():
         raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-    run = Run(config, out, reporter or Reporter())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, json.dumps(
-        {"train": config.to_dict(), "environment": environment(run.device)}, indent=2) + "\n")
-    run.fit()
+    with distributed.process_group(resolve_device(config.device)):
+        run = Run(config, out, reporter or Reporter())
+        if distributed.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / CONFIG, json.dumps(
+                {"train": config.to_dict(), "environment": environment(run.device)}, indent=2) + "\n")
+        run.fit()
     return out
 
 
@@ -211,13 +244,14 @@ def resume(
         config.epochs = epochs
     if device is not None:
         config.device = device
-    run = Run(config, out, reporter or Reporter())
     recorded = torch.device(saved["environment"]["device"]).type
-    if run.device.type != recorded:
+    if resolve_device(config.device).type != recorded:
         raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")
-    run.restore()
-    if epochs is not None:
-        saved["train"]["epochs"] = epochs
-        atomic_write_text(out / CONFIG, json.dumps(saved, indent=2) + "\n")
-    run.fit()
+    with distributed.process_group(resolve_device(config.device)):
+        run = Run(config, out, reporter or Reporter())
+        run.restore()  # every process reads the folder: under torchrun, on a file system they share
+        if epochs is not None and distributed.is_main():
+            saved["train"]["epochs"] = epochs
+            atomic_write_text(out / CONFIG, json.dumps(saved, indent=2) + "\n")
+        run.fit()
     return out
