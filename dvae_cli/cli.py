@@ -152,7 +152,7 @@ def train(
         except KeyboardInterrupt:
             reporter.close()
             stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
-                         f"continue with: dvae train --resume {resume or out}")
+                         f"continue with: dvae train --resume {resume or out}", soft_wrap=True)
             raise typer.Exit(130) from None
         finally:
             reporter.close()
