@@ -79,7 +79,10 @@ def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "dvae_cli", "train", "--method", "dtp", "--epochs", "100",
            "--train-limit", "600", "--device", "cpu", "--data-dir", str(mnist_dir), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored; the child must get Ctrl-C as a terminal would
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=restore_sigint)
     deadline = time.time() + 120
     while not (out / "state.safetensors").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
