@@ -136,9 +136,10 @@ def train(
                 given = {p for p in ctx.params if ctx.get_parameter_source(p).name == "COMMANDLINE"}
                 if hparams or given - {"resume", "epochs", "device", "json_out", "quiet", "data_dir"}:
                     raise DVAEError("--resume continues a run with its recorded settings; "
-                                    "only --epochs and --device may be given with it")
+                                    "only --epochs, --device and --data-dir may be given with it")
                 run_dir = resume_run(resume, epochs if "epochs" in given else None,
-                                     device if "device" in given else None, reporter)
+                                     device if "device" in given else None, reporter,
+                                     str(data_dir) if data_dir else None)
             else:
                 _check_hparams(method.value, hparams)
                 config = TrainConfig(

@@ -227,9 +227,13 @@ def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter
 
 
 def resume(
-    out: str | Path, epochs: int | None = None, device: str | None = None, reporter: Reporter | None = None
+    out: str | Path, epochs: int | None = None, device: str | None = None, reporter: Reporter | None = None,
+    data_dir: str | None = None,
 ) -> Path:
-    """Continue the run in `out` from its last complete epoch (optionally to more epochs)."""
+    """Continue the run in `out` from its last complete epoch (optionally to more epochs).
+
+    `data_dir` points to MNIST when it has moved since the run started (the data must be the same).
+    """
     out = Path(out)
     if not (out / CONFIG).is_file():
         raise DVAEError(f"{out}: not a run folder (no {CONFIG})")
@@ -244,6 +248,8 @@ def resume(
         config.epochs = epochs
     if device is not None:
         config.device = device
+    if data_dir is not None:
+        config.data_dir = data_dir
     recorded = torch.device(saved["environment"]["device"]).type
     if resolve_device(config.device).type != recorded:
         raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")

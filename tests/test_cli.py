@@ -73,7 +73,7 @@ def test_bad_choice_is_a_usage_error():
 
 def test_resume_refuses_changed_settings(tiny_run):
     result = invoke("train", "--resume", tiny_run, "--lr", "0.1")
-    assert result.exit_code == 1 and "only --epochs and --device" in result.output
+    assert result.exit_code == 1 and "only --epochs, --device and --data-dir" in " ".join(result.output.split())
 
 
 def test_eval_corrupt_checkpoint(tmp_path):

@@ -94,7 +94,8 @@ def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir):
     assert 1 <= done < 100
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     result = subprocess.run([sys.executable, "-m", "dvae_cli", "train", "--resume", str(out), "--epochs",
-                             str(done + 1), "-q"], capture_output=True, text=True, timeout=120)
+                             str(done + 1), "--data-dir", str(mnist_dir), "-q"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     whole = train(_config(mnist_dir, epochs=done + 1, train_limit=600), tmp_path / "whole")
     a, b = _weights(whole), _weights(out)
