@@ -127,7 +127,7 @@ def train(
     """
     from .distributed import is_main
     from .progress import for_terminal
-    from .train import TrainConfig, default_out, resume as resume_run, train as train_run
+    from .train import TrainConfig, default_out, read_metrics, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
     with user_errors():
@@ -159,8 +159,7 @@ def train(
             reporter.close()
     if not is_main():  # under torchrun, rank 0 alone reports
         return
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
-        if (run_dir / "metrics.jsonl").exists() else []
+    metrics = read_metrics(run_dir)
     if json_out:
         best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
         print(json.dumps({"run": str(run_dir), "epochs": len(metrics), "best": best,

@@ -234,12 +234,12 @@ def plot(
 
     Validation -ELBO, reconstruction log p(x|y), KL and the tau/beta schedule per epoch.
     """
-    from .figures import curves_figure, output_format, read_metrics
+    from .figures import curves_figure, output_format, read_run
 
     with user_errors():
         output_format(out)
         runs = []
         for run_dir in run_dirs:
-            method, metrics = read_metrics(run_dir)
+            method, metrics = read_run(run_dir)
             runs.append((f"{method}: {run_dir.resolve().name}", metrics))
         _write(curves_figure(runs), out)

@@ -34,7 +34,7 @@ import torch
 from .checkpoint import BEST, LAST, resolve_checkpoint
 from .errors import DVAEError
 from .fileio import atomic_open
-from .inputs import CHUNK, NPY_MAGIC, SIDE, ImageSource, binarize_array
+from .inputs import CHUNK, NPY_MAGIC, SIDE, ImageSource, binarize_array, in_memory
 from .model import DiscreteVAE, gumbel_noise
 
 FORMATS = ("packed", "onehot", "indices", "text")
@@ -193,31 +193,14 @@ def unpack_onehot(records: np.ndarray, latent_vars: int, classes: int) -> np.nda
 # ---- the model side --------------------------------------------------------------------------
 
 
-def encode_chunks(model: DiscreteVAE, chunks: Iterable[torch.Tensor], sample: bool = False,
-                  seed: int = 0) -> Iterator[np.ndarray]:
-    """Class indices (n, D) for each chunk of binarized images (n, 784): the argmax of pi, or with
-    `sample` a Gumbel-max sample (one generator seeded with `seed` runs through all chunks)."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    dtype = index_dtype(model.config.classes)
-    shape = (model.config.latent_vars, model.config.classes)
-    with torch.inference_mode():
-        for images in chunks:
-            # The encoder's logits: log pi less a constant per variable, which neither the argmax
-            # nor Gumbel-max depends on (so the log-softmax of `model.encode` is skipped).
-            scores = model.encoder(images.to(device)).view(len(images), *shape)
-            if sample:
-                scores = scores + gumbel_noise(torch.rand(scores.shape, generator=generator, device=device))
-            yield scores.argmax(dim=-1).cpu().numpy().astype(dtype)
-
-
 def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int, batch_size: int = CHUNK,
                  sample: bool = False, seed: int = 0) -> Iterator[np.ndarray]:
-    """Codes of images[start:stop], chunk by chunk: exactly those rows of encoding all the images
-    with `encode_chunks` in chunks of `batch_size` (same chunks, same noise), so that blocks encoded
-    apart join into the file that encoding the whole gives, byte for byte.
+    """Class indices (n, D) of images[start:stop], chunk by chunk: the argmax of pi, or with `sample`
+    a Gumbel-max sample (one generator seeded with `seed` runs through all chunks).
 
-    The images before `start` are read but not encoded (with `sample`, their noise is drawn)."""
+    Every chunk of `batch_size` images is encoded whole and draws its noise whatever the block, so
+    blocks encoded apart join into the file that encoding everything gives, byte for byte. The
+    images before `start` are read but not encoded (with `sample`, their noise is drawn)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     dtype = index_dtype(model.config.classes)
@@ -229,7 +212,9 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
                 break
             noise = torch.rand((len(raw), *shape), generator=generator, device=device) if sample else None
             lo, hi = max(start, first) - first, min(stop, first + len(raw)) - first
-            if lo < hi:  # encode the whole chunk, as `encode_chunks` does, and keep the block's rows
+            if lo < hi:  # encode the whole chunk and keep the block's rows
+                # the encoder's logits: log pi less a constant per variable, which neither the
+                # argmax nor Gumbel-max depends on (so the log-softmax of `model.encode` is skipped)
                 scores = model.encoder(binarize_array(raw, images.name, first).to(device)).view(len(raw), *shape)
                 if sample:
                     scores = scores + gumbel_noise(noise)
@@ -240,11 +225,10 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
 def encode(model: DiscreteVAE, images: np.ndarray | torch.Tensor, sample: bool = False,
            seed: int = 0) -> np.ndarray:
     """Codes (N, D) of images (uint8 0-255, float in [0, 1] or bool; (N, 28, 28) or (N, 784)),
-    binarized as in training; see `encode_chunks`."""
+    binarized as in training; see `encode_block`."""
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    chunks = (binarize_array(array[i:i + CHUNK], first=i) for i in range(0, len(array), CHUNK))
     empty = np.zeros((0, model.config.latent_vars), index_dtype(model.config.classes))
-    return np.concatenate([empty, *encode_chunks(model, chunks, sample, seed)])
+    return np.concatenate([empty, *encode_block(model, in_memory(array), 0, len(array), CHUNK, sample, seed)])
 
 
 def decode_chunks(model: DiscreteVAE, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

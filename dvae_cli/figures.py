@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import DVAEError
+from .train import read_metrics
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, one_hot_argmax
 
@@ -225,15 +226,15 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
     return fig
 
 
-def read_metrics(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
+def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
     """A run folder's method (from config.json) and per-epoch metrics (metrics.jsonl)."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         what = "not a run folder" if not (run_dir / "config.json").is_file() else "no epoch finished yet"
         raise DVAEError(f"{run_dir}: {what} (no metrics.jsonl)")
+    metrics = read_metrics(run_dir)
     try:
-        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         method = json.loads((run_dir / "config.json").read_text())["train"]["method"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise DVAEError(f"{run_dir}: corrupt run folder ({e})") from None

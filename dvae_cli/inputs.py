@@ -174,7 +174,8 @@ def _png_files(paths: list[Path], name: str) -> ImageSource:
     return ImageSource(name, len(paths), raw_chunks)
 
 
-def _in_memory(array: np.ndarray, name: str) -> ImageSource:
+def in_memory(array: np.ndarray, name: str = "images") -> ImageSource:
+    """An image source over an array already in memory."""
     return ImageSource(name, len(array), lambda size: (array[i:i + size] for i in range(0, len(array), size)))
 
 
@@ -199,7 +200,7 @@ def open_images(source: str | Path, stdin: BinaryIO | None = None) -> ImageSourc
     if magic == PNG_MAGIC:
         return _png_files([path], str(path))
     if magic[:2] == b"\x1f\x8b" or magic[:3] == b"\x00\x00\x08":
-        return _in_memory(read_idx(path, kind="images"), str(path))
+        return in_memory(read_idx(path, kind="images"), str(path))
     raise DVAEError(f"{path}: not an image file dvae reads: expected a .npy array, an MNIST IDX file "
                     f"(gzip or raw), a PNG or a folder of PNGs")
 

@@ -23,7 +23,7 @@ from .evaluate import evaluate, relaxed_log_lik
 from .fileio import atomic_write_text
 from .methods import make_method
 from .progress import Reporter
-from .train import CONFIG, METRICS, TrainConfig, resolve_device, resume, train
+from .train import CONFIG, TrainConfig, read_metrics, resolve_device, resume, train
 
 EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
 EVAL_SEED = 0  # the seed of `dvae eval`: `dvae eval RUN --split test --iw K` gives the same numbers
@@ -83,11 +83,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _metrics(run: Path) -> list[dict]:
-    path = run / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
     """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
     if (run / CONFIG).is_file():
@@ -100,7 +95,7 @@ def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
         differ = [k for k in MATCHED if saved.get(k) != wanted[k]]
         if differ:
             raise DVAEError(f"{run} holds a run with other settings ({', '.join(differ)}); choose another --out")
-    done = max((m["epoch"] for m in _metrics(run)), default=0)
+    done = max((m["epoch"] for m in read_metrics(run)), default=0)
     if done > config.epochs:
         raise DVAEError(f"{run} has {done} epochs, more than --epochs {config.epochs}; choose another --out")
     if done == config.epochs and (run / BEST).is_file():
@@ -138,7 +133,7 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
         if cached.get("key") == key:
             return cached["metrics"]
     result = {"epoch": ckpt.epoch,
-              "seconds_per_epoch": statistics.fmean(m["seconds"] for m in _metrics(run))}
+              "seconds_per_epoch": statistics.fmean(m["seconds"] for m in read_metrics(run))}
     for split in ("train", "valid", "test"):
         r = evaluate(ckpt.model, splits[split], iw_samples if split == "test" else 0, EVAL_SEED)
         result.update({f"{split}_{k}": r[k] for k in ("log_lik", "kl", "neg_elbo", "mean_max_prob")})

@@ -49,6 +49,17 @@ class TrainConfig:
         return cls(**{**d, "model": ModelConfig(**d["model"])})
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of a run folder's metrics.jsonl ([] before its first epoch)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise DVAEError(f"{path}: corrupt metrics ({e})") from None
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' = cuda when available, else cpu; asking for a missing device is an error."""
     if name == "auto":
@@ -129,8 +140,7 @@ class Run:
         self.optimizer.load_state_dict(state.optimizer)
         self.generator.set_state(state.rng)
         self.epoch, self.best = state.epoch, state.best
-        lines = (self.out / METRICS).read_text().splitlines() if (self.out / METRICS).exists() else []
-        self.metrics = [m for m in map(json.loads, lines) if m["epoch"] <= self.epoch]
+        self.metrics = [m for m in read_metrics(self.out) if m["epoch"] <= self.epoch]
 
     def train_epoch(self, schedule: dict[str, float]) -> dict[str, float]:
         """One pass over the shuffled training set; returns the training averages.
