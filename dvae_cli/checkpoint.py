@@ -20,6 +20,7 @@ from . import __version__
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, ModelConfig
+from .pretrained import is_pretrained, pretrained_path
 
 CHECKPOINT_FORMAT = "dvae-checkpoint"
 STATE_FORMAT = "dvae-train-state"
@@ -130,7 +131,9 @@ def _model_config(metadata: dict[str, str], path: Path) -> ModelConfig:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder's best (else last) checkpoint."""
+    """A checkpoint file, a run folder's best (else last) checkpoint, or a shipped `pretrained:NAME`."""
+    if is_pretrained(path):
+        return pretrained_path(path)
     path = Path(path)
     if path.is_dir():
         for name in (BEST, LAST):

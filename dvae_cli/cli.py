@@ -174,7 +174,8 @@ def _fmt(value: float) -> str:
 
 @app.command("eval")
 def eval_command(
-    ckpt: Path = typer.Argument(..., help="Checkpoint file or run folder (then its best checkpoint)."),
+    ckpt: Path = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or "
+                                "pretrained:dtp / pretrained:best (shipped with dvae)."),
     split: Split = typer.Option("valid", help="Data split."),
     iw: int = typer.Option(100, "--iw", min=0, help="Samples for the importance-weighted log p(x) (0 = skip); "
                     "100 takes about a minute on the 10k valid split on 2 CPU cores."),

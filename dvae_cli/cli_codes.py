@@ -24,7 +24,8 @@ from .progress import for_terminal
 from .train import resolve_device
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
-CKPT_HELP = "Checkpoint file or run folder (default: $DVAE_CKPT, else the newest run under ./runs)."
+CKPT_HELP = ("Checkpoint file, run folder, or pretrained:dtp / pretrained:best (default: $DVAE_CKPT, else the "
+             "newest run under ./runs, else pretrained:best).")
 DEVICE_HELP = "auto (cuda when available), cpu, cuda or mps."
 
 

@@ -20,7 +20,8 @@ from .errors import DVAEError
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
-CKPT_ARG = typer.Argument(..., help="Checkpoint file or run folder (then its best checkpoint).")
+CKPT_ARG = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or pretrained:dtp / "
+                          "pretrained:best (shipped with dvae).")
 INPUT_OPT = typer.Option(None, "--input", metavar="FILE",
                          help="Take the images from FILE (as `dvae encode` reads it; '-' = stdin) "
                               "instead of the MNIST split.")

@@ -251,14 +251,12 @@ def decode(model: DiscreteVAE, codes: np.ndarray) -> np.ndarray:
 
 def default_checkpoint(runs: str | Path = "runs") -> Path:
     """The checkpoint to use when none is given: $DVAE_CKPT, else the best checkpoint of the run
-    under `runs` that wrote a checkpoint last; else an error that says how to get one."""
+    under `runs` that wrote a checkpoint last, else the shipped `pretrained:best`."""
     if os.environ.get(ENV_CKPT):
         return resolve_checkpoint(os.environ[ENV_CKPT])
-    runs = Path(runs)
-    found = [f for d in runs.glob("*") for f in (d / BEST, d / LAST) if f.is_file()]
+    found = [f for d in Path(runs).glob("*") for f in (d / BEST, d / LAST) if f.is_file()]
     if not found:
-        raise DVAEError(f"no checkpoint given and none found under {runs}/: pass --ckpt FILE_OR_RUN_FOLDER, "
-                        f"set {ENV_CKPT}, or train one first with `dvae train` (e.g. `dvae train --epochs 5`)")
+        return resolve_checkpoint("pretrained:best")
     return resolve_checkpoint(max(found, key=lambda f: f.stat().st_mtime).parent)
 
 

@@ -39,6 +39,7 @@ class Model:
     method: str
     hparams: dict = field(default_factory=dict)
     thesis: dict[str, float] | None = None  # Table 5.1: reconstruction log-likelihood, "train" and "valid"
+    train: dict = field(default_factory=dict)  # TrainConfig fields that differ from the shared protocol (e.g. lr)
 
 
 THESIS_MODELS = [
@@ -51,11 +52,14 @@ THESIS_MODELS = [
 EXTRA_MODELS = [
     Model("dtp-sample", "DTP, sample target y + pi(x) - pi(x')", "dtp", {"dtp_target": "sample"}),
     Model("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
+    Model("dtp-log-mse", "DTP, log correction + squared error", "dtp", {"dtp_correction": "log"}),
     Model("dtp-log-ce", "DTP, log correction + cross-entropy", "dtp", {"dtp_correction": "log", "dtp_loss": "ce"}),
     Model("st-gumbel", "straight-through Gumbel-Softmax", "st-gumbel", {}),
     Model("st", "straight-through", "st", {}),
     Model("reinmax", "ReinMax", "reinmax", {}),
     Model("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
+    Model("gumbel-lr1e-3", "Gumbel-Softmax tau=0.5, Adam lr 1e-3 (tuned)", "gumbel", {"tau_min": 0.5},
+          train={"lr": 1e-3}),
 ]
 MODELS = {m.name: m for m in THESIS_MODELS + EXTRA_MODELS}
 
@@ -123,7 +127,8 @@ class Splits:
 
 
 def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
-    """Metrics of the run's best checkpoint on train, valid and test; cached in the run folder."""
+    """Metrics of the run's best checkpoint on train, valid and test, under "metrics", with the
+    checkpoint's fingerprint under "key"; cached in the run folder."""
     ckpt = load_checkpoint(run / BEST, splits.device)
     key = {"fingerprint": ckpt.fingerprint, "iw_samples": iw_samples, "train_limit": splits.train_limit,
            "seed": EVAL_SEED}
@@ -131,7 +136,7 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
-            return cached["metrics"]
+            return cached
     result = {"epoch": ckpt.epoch,
               "seconds_per_epoch": statistics.fmean(m["seconds"] for m in read_metrics(run))}
     for split in ("train", "valid", "test"):
@@ -145,8 +150,9 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
         for split in ("train", "valid"):
             generator.manual_seed(EVAL_SEED)
             result[f"{split}_relaxed_log_lik"] = relaxed_log_lik(ckpt.model, splits[split], tau, generator)
-    atomic_write_text(cache, json.dumps({"key": key, "metrics": result}, indent=2) + "\n")
-    return result
+    evaluation = {"key": key, "metrics": result}
+    atomic_write_text(cache, json.dumps(evaluation, indent=2) + "\n")
+    return evaluation
 
 
 def summarize(model: Model, runs: list[dict]) -> dict:
@@ -156,6 +162,7 @@ def summarize(model: Model, runs: list[dict]) -> dict:
     mean = {k: statistics.fmean(v) for k, v in values.items()}
     std = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
     row = {"name": model.name, "label": model.label, "method": model.method, "hparams": model.hparams,
+           "train": model.train,
            "seeds": [r["seed"] for r in runs], "mean": mean, "std": std, "runs": runs, "thesis": model.thesis}
     if model.thesis:
         row["difference"] = {s: mean[f"{s}_log_lik"] - model.thesis[s] for s in ("train", "valid")}
@@ -182,11 +189,13 @@ def reproduce(
         runs = []
         for seed in seeds:
             run = out / f"{model.name}-seed{seed}"
-            config = dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed)
+            config = dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
+                                         **model.train)
             status = ensure_trained(config, run, reporter)
             reporter.log(f"{model.name} seed {seed}: {status} ({run})")
+            evaluation = evaluate_run(run, splits, iw_samples)
             runs.append({"seed": seed, "run": str(run), "status": status,
-                         "metrics": evaluate_run(run, splits, iw_samples)})
+                         "fingerprint": evaluation["key"]["fingerprint"], "metrics": evaluation["metrics"]})
         rows.append(summarize(model, runs))
     results = {
         "protocol": {"epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,

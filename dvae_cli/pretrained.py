@@ -1,0 +1,36 @@
+"""Checkpoints shipped inside the package, usable anywhere a checkpoint is: `pretrained:NAME`.
+
+They are the float32 best checkpoints of `dvae reproduce` runs (docs/RESULTS.md gives their rows
+and commands), with their full training record in the safetensors metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import DVAEError
+
+PREFIX = "pretrained:"
+PRETRAINED = {
+    "dtp": "the best target-propagation model (lowest validation -ELBO of the DTP variants)",
+    "best": "the best model overall (lowest validation -ELBO of every method)",
+}
+
+
+def is_pretrained(spec: str | os.PathLike) -> bool:
+    """Whether a checkpoint argument names a shipped checkpoint (`pretrained:NAME`)."""
+    return str(spec).startswith(PREFIX)
+
+
+def pretrained_path(spec: str | os.PathLike) -> Path:
+    """The file of `pretrained:NAME`; an error listing the names for an unknown one."""
+    name = str(spec)[len(PREFIX):]
+    if name not in PRETRAINED:
+        known = ", ".join(PREFIX + n for n in PRETRAINED)
+        raise DVAEError(f"unknown pretrained checkpoint {str(spec)!r}; choose from {known}")
+    path = Path(str(resources.files(__package__) / "pretrained" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise DVAEError(f"{path}: the package lacks its pretrained checkpoint; reinstall dvae")
+    return path

@@ -1,0 +1,80 @@
+"""The checkpoints shipped in the package: loadable by name, and exactly the runs docs/RESULTS.md reports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dvae_cli.checkpoint import load_checkpoint
+from dvae_cli.cli import app
+from dvae_cli.errors import DVAEError
+from dvae_cli.pretrained import PRETRAINED, pretrained_path
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduce" / "results.json"
+runner = CliRunner()
+
+
+def recorded_runs() -> list[dict]:
+    """Every (model, seed) run of the recorded `dvae reproduce`, with its model's name and method."""
+    models = json.loads(RESULTS.read_text())["models"]
+    return [{**run, "model": m["name"], "method": m["method"]} for m in models for run in m["runs"]]
+
+
+def recorded_run(fingerprint: str) -> dict:
+    found = [r for r in recorded_runs() if r["fingerprint"] == fingerprint]
+    assert len(found) == 1, f"no recorded run has the weights {fingerprint}"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_pretrained_loads_by_name_in_float32(name):
+    ckpt = load_checkpoint(f"pretrained:{name}")
+    params = list(ckpt.model.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    assert sum(p.numel() for p in params) == 1_086_084  # the thesis's 784-500-(30x10)-500-784
+    assert pretrained_path(f"pretrained:{name}").stat().st_size < 5_000_000
+    assert ckpt.info["train_config"]["epochs"] == 50 and ckpt.info["train_config"]["train_limit"] is None
+
+
+def test_pretrained_are_the_best_recorded_runs():
+    runs = recorded_runs()
+    best = min(runs, key=lambda r: r["metrics"]["valid_neg_elbo"])
+    best_dtp = min((r for r in runs if r["method"] == "dtp"), key=lambda r: r["metrics"]["valid_neg_elbo"])
+    assert load_checkpoint("pretrained:best").fingerprint == best["fingerprint"]
+    assert load_checkpoint("pretrained:dtp").fingerprint == best_dtp["fingerprint"]
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_eval_pretrained_reproduces_the_recorded_test_row(name, real_mnist):
+    result = runner.invoke(app, ["eval", f"pretrained:{name}", "--split", "test", "--iw", "0", "--json",
+                                 "--device", "cpu", "--data-dir", str(real_mnist)])
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)
+    recorded = recorded_run(load_checkpoint(f"pretrained:{name}").fingerprint)["metrics"]
+    assert ours["epoch"] == recorded["epoch"]
+    for key in ("log_lik", "kl", "neg_elbo", "mean_max_prob"):
+        assert ours[key] == pytest.approx(recorded[f"test_{key}"], abs=1e-3), key
+
+
+def test_unknown_pretrained_name_is_a_clear_error():
+    with pytest.raises(DVAEError, match="pretrained:dtp"):
+        load_checkpoint("pretrained:nope")
+    result = runner.invoke(app, ["eval", "pretrained:nope"])
+    assert result.exit_code == 1 and "unknown pretrained checkpoint" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_encode_decode_with_pretrained(tmp_path):
+    images = np.zeros((4, 28, 28), dtype=np.uint8)
+    images[:, 8:20, 12:16] = 255  # a bar, roughly a "1"
+    np.save(tmp_path / "images.npy", images)
+    for args in (["encode", tmp_path / "images.npy", "-o", tmp_path / "codes.bin", "--ckpt", "pretrained:dtp"],
+                 ["decode", tmp_path / "codes.bin", "-o", tmp_path / "out.npy", "--ckpt", "pretrained:dtp"]):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    decoded = np.load(tmp_path / "out.npy", allow_pickle=False)
+    assert decoded.shape == (4, 28, 28)
+    assert decoded[:, 8:20, 12:16].mean() > decoded[:, :4, :].mean()  # the bar survives the round trip
