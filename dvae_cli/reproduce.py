@@ -245,6 +245,15 @@ def table_rows(results: dict) -> list[list[str]]:
     return cells
 
 
+def train_flags(row: dict) -> str:
+    """The `dvae train` flags of a model (beyond --seed, --epochs and the protocol's defaults)."""
+    flags = [f"--method {row['method']}"]
+    for key, value in {**row["hparams"], **row.get("train", {})}.items():
+        flag = "--" + key.replace("_", "-")
+        flags.append(flag if value is True else f"{flag} {value}")
+    return "dvae train " + " ".join(flags)
+
+
 def markdown(results: dict) -> str:
     """results.md: the protocol, the table beside Table 5.1, and how to read it."""
     p = results["protocol"]
@@ -258,6 +267,10 @@ def markdown(results: dict) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(c) + " |" for c in table_rows(results)),
+        "",
+        "Models:",
+        "",
+        *(f"- {row['name']}: {row['label']}; `{train_flags(row)}`" for row in results["models"]),
         "",
         "- log p(x|y): reconstruction log-likelihood (Table 5.1's metric), with y an exact one-hot "
         "sample of q(y|x) for every method; diff = ours - thesis.",

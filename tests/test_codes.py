@@ -27,6 +27,7 @@ from dvae_cli.codes import (FORMATS, HEADER_SIZE, CodeWriter, decode, default_ch
                             pack_onehot, read_codes, record_bytes, unpack, unpack_onehot, write_codes)
 from dvae_cli.errors import DVAEError
 from dvae_cli.inputs import CHUNK
+from dvae_cli.pretrained import pretrained_path
 
 REPO = Path(__file__).resolve().parents[1]
 DVAE = str(Path(sys.executable).with_name("dvae"))
@@ -274,8 +275,8 @@ def test_encode_decode_encode_stability(loaded, record_property):
 
 def test_default_checkpoint(tmp_path, monkeypatch, tiny_run):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DVAEError, match="dvae train"):
-        default_checkpoint()
+    monkeypatch.delenv("DVAE_CKPT", raising=False)
+    assert default_checkpoint() == pretrained_path("pretrained:best")  # a fresh install: the shipped model
     for name, mtime in (("old", 1_000), ("new", 2_000)):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "best.safetensors").write_bytes((tiny_run / "best.safetensors").read_bytes())

@@ -92,3 +92,16 @@ def test_relaxed_log_lik_is_what_gumbel_training_measures_and_one_hot_when_cold(
         step.log_lik.mean().item(), rel=1e-5)
     one_hot = elbo_terms(model, data, torch.Generator().manual_seed(3))["log_lik"]
     assert relaxed_log_lik(model, data, 1e-4, torch.Generator().manual_seed(3)) == pytest.approx(one_hot, abs=1e-2)
+
+
+def test_every_model_row_names_valid_train_flags():
+    from typer.testing import CliRunner
+
+    from dvae_cli.cli import app
+    from dvae_cli.reproduce import MODELS, train_flags
+
+    for model in MODELS.values():
+        command = train_flags({"method": model.method, "hparams": model.hparams, "train": model.train})
+        assert command.startswith("dvae train --method ")
+        result = CliRunner().invoke(app, command.split()[1:] + ["--help"])
+        assert result.exit_code == 0, (command, result.output)
