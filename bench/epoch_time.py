@@ -1,6 +1,6 @@
 """Seconds per training epoch on the full 50k MNIST images, against the FLOP bound and a textbook loop.
 
-    python bench/epoch_time.py [--data-dir DIR] [--methods dtp,gumbel,st-gumbel] [--repeats 1]
+    python bench/epoch_time.py [--data-dir DIR] [--methods dtp,gumbel,st-gumbel,st,reinmax,rloo] [--repeats 1]
 
 Prints, in one run: this machine's fp32 GEMM throughput; the FLOP lower bound of one
 epoch (training FLOPs / GEMM throughput); dvae's measured seconds/epoch for each method
@@ -39,11 +39,13 @@ def gemm_gflops(n: int = 1024, seconds: float = 2.0) -> float:
 
 
 def epoch_flops(config: ModelConfig, images: int, method: str) -> float:
-    """Training FLOPs of one epoch: 3x the forward pass (forward + backward), plus DTP's extra encoder pass."""
+    """Training FLOPs of one epoch: 3x the forward pass (forward + backward), plus DTP's extra encoder
+    pass; rloo decodes its S samples (default 4) per image."""
     latent = config.latent_vars * config.classes
     encoder = config.input_size * config.hidden + config.hidden * latent
     decoder = latent * config.hidden + config.hidden * config.input_size
-    per_image = 3 * 2 * (encoder + decoder) + (2 * encoder if method == "dtp" else 0)
+    decodes = make_method(method).config.samples if method == "rloo" else 1
+    per_image = 3 * 2 * (encoder + decodes * decoder) + (2 * encoder if method == "dtp" else 0)
     return per_image * images
 
 
@@ -89,7 +91,7 @@ def textbook_epoch_seconds(data_dir: Path, method: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--methods", default="dtp,gumbel,st-gumbel")
+    parser.add_argument("--methods", default="dtp,gumbel,st-gumbel,st,reinmax,rloo")
     parser.add_argument("--repeats", type=int, default=1, help="epochs per method (the fastest counts)")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data_dir)

@@ -54,6 +54,8 @@ EXTRA_MODELS = [
     Model("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
     Model("dtp-log-mse", "DTP, log correction + squared error", "dtp", {"dtp_correction": "log"}),
     Model("dtp-log-ce", "DTP, log correction + cross-entropy", "dtp", {"dtp_correction": "log", "dtp_loss": "ce"}),
+    Model("dtp-log-ce-inverse", "DTP, log correction + cross-entropy + inverse loss", "dtp",
+          {"dtp_correction": "log", "dtp_loss": "ce", "dtp_inverse_loss": True}),
     Model("st-gumbel", "straight-through Gumbel-Softmax", "st-gumbel", {}),
     Model("st", "straight-through", "st", {}),
     Model("reinmax", "ReinMax", "reinmax", {}),
