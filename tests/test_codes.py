@@ -388,7 +388,11 @@ def test_cli_decode_damaged_files(tmp_path, tiny_run, data, message):
 
 def test_cli_usage_errors(tmp_path, imgs, tiny_run, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert_user_error(cli("encode", imgs, "-o", "c.bin"), "dvae train")
+    monkeypatch.delenv("DVAE_CKPT", raising=False)
+    fallback = cli("encode", imgs, "-o", "c.bin")  # no --ckpt, no $DVAE_CKPT, no ./runs: the shipped model
+    assert fallback.exit_code == 0 and "pretrained/best.safetensors" in fallback.stderr
+    (tmp_path / "c.bin").unlink()
+    assert_user_error(cli("encode", imgs, "-o", "c.bin", "--ckpt", "pretrained:nope"), "pretrained:best")
     assert_user_error(cli("encode", imgs, "-o", "-", "--json", "--ckpt", tiny_run), "--json")
     assert_user_error(cli("decode", "c.bin", "-o", "out.bmp", "--ckpt", tiny_run), ".npy or .png")
     assert_user_error(cli("decode", "missing.bin", "-o", "out.npy", "--ckpt", tiny_run), "No such file")
