@@ -62,6 +62,9 @@ EXTRA_MODELS = [
     Model("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
     Model("gumbel-lr1e-3", "Gumbel-Softmax tau=0.5, Adam lr 1e-3 (tuned)", "gumbel", {"tau_min": 0.5},
           train={"lr": 1e-3}),
+    Model("st-gumbel-lr1e-3", "straight-through Gumbel-Softmax, Adam lr 1e-3", "st-gumbel", {},
+          train={"lr": 1e-3}),
+    Model("reinmax-lr1e-3", "ReinMax, Adam lr 1e-3", "reinmax", {}, train={"lr": 1e-3}),
 ]
 MODELS = {m.name: m for m in THESIS_MODELS + EXTRA_MODELS}
 
