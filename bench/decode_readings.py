@@ -17,25 +17,23 @@ import torch
 
 from dvae_cli.checkpoint import load_checkpoint
 from dvae_cli.data import load_split
-from dvae_cli.evaluate import code_statistics, relaxed_log_lik
-from dvae_cli.model import gumbel_noise, log_likelihood, one_hot_argmax, one_hot_sample
+from dvae_cli.evaluate import code_statistics, elbo_terms, relaxed_log_lik
+from dvae_cli.model import log_likelihood, one_hot_argmax
 
 BATCH = 1000
 
 
 @torch.no_grad()
 def readings(model: torch.nn.Module, images: torch.Tensor, seed: int = 0) -> dict[str, float]:
-    """Mean log p(x|y) per image for the sample, argmax and pi readings of y."""
-    generator = torch.Generator().manual_seed(seed)
-    totals = {"sample": 0.0, "argmax": 0.0, "pi": 0.0}
+    """Mean log p(x|y) per image for the sample (dvae's evaluation), argmax and pi readings of y."""
+    totals = {"argmax": 0.0, "pi": 0.0}
     for start in range(0, len(images), BATCH):
         x = images[start:start + BATCH]
         log_pi = model.encode(x)
-        noise = gumbel_noise(torch.rand(log_pi.shape, generator=generator))
-        for name, y in (("sample", one_hot_sample(log_pi, noise)), ("argmax", one_hot_argmax(log_pi)),
-                        ("pi", log_pi.exp())):
+        for name, y in (("argmax", one_hot_argmax(log_pi)), ("pi", log_pi.exp())):
             totals[name] += log_likelihood(model.decode(y), x).sum().item()
-    return {name: total / len(images) for name, total in totals.items()}
+    sample = elbo_terms(model, images, torch.Generator().manual_seed(seed))["log_lik"]
+    return {"sample": sample, **{name: total / len(images) for name, total in totals.items()}}
 
 
 def main() -> None:
@@ -51,7 +49,8 @@ def main() -> None:
             r = readings(ckpt.model, images)
             relaxed = ""
             if "tau" in ckpt.metrics:
-                relaxed = f"{relaxed_log_lik(ckpt.model, images, ckpt.metrics['tau'], torch.Generator().manual_seed(0)):9.2f}"
+                generator = torch.Generator().manual_seed(0)
+                relaxed = f"{relaxed_log_lik(ckpt.model, images, ckpt.metrics['tau'], generator):9.2f}"
             classes = code_statistics(ckpt.model, images)["perplexity_mean"]
             print(f"{str(path):45} {split:6} {r['sample']:9.2f} {r['argmax']:9.2f} {r['pi']:9.2f} "
                   f"{relaxed:>9} {classes:8.2f}")

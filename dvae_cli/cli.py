@@ -21,6 +21,7 @@ from .cli_common import DATA_DIR_HELP, Split, stderr, stdout, user_errors
 from .errors import DVAEError
 from .methods import METHODS
 from .model import ModelConfig
+from .pretrained import NAMES as PRETRAINED_NAMES
 
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
 
@@ -175,7 +176,7 @@ def _fmt(value: float) -> str:
 @app.command("eval")
 def eval_command(
     ckpt: Path = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or "
-                                "pretrained:dtp / pretrained:best (shipped with dvae)."),
+                                f"{PRETRAINED_NAMES} (shipped with dvae)."),
     split: Split = typer.Option("valid", help="Data split."),
     iw: int = typer.Option(100, "--iw", min=0, help="Samples for the importance-weighted log p(x) (0 = skip); "
                     "100 takes about a minute on the 10k valid split on 2 CPU cores."),

@@ -20,11 +20,12 @@ from .cli_scale import SHARD_HELP, encode_codes, shard_block
 from .codes import FORMATS, Codes, CodeWriter, decode_chunks, default_checkpoint, open_output, read_codes
 from .errors import DVAEError
 from .inputs import CHUNK, SIDE, open_images
+from .pretrained import NAMES as PRETRAINED_NAMES
 from .progress import for_terminal
 from .train import resolve_device
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
-CKPT_HELP = ("Checkpoint file, run folder, or pretrained:dtp / pretrained:best (default: $DVAE_CKPT, else the "
+CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES} (default: $DVAE_CKPT, else the "
              "newest run under ./runs, else pretrained:best).")
 DEVICE_HELP = "auto (cuda when available), cpu, cuda or mps."
 

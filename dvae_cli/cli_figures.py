@@ -16,12 +16,13 @@ from torch import Tensor
 
 from .cli_common import DATA_DIR_HELP, Split, stdout, user_errors
 from .errors import DVAEError
+from .pretrained import NAMES as PRETRAINED_NAMES
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
-CKPT_ARG = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or pretrained:dtp / "
-                          "pretrained:best (shipped with dvae).")
+CKPT_ARG = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or "
+                          f"{PRETRAINED_NAMES} (shipped with dvae).")
 INPUT_OPT = typer.Option(None, "--input", metavar="FILE",
                          help="Take the images from FILE (as `dvae encode` reads it; '-' = stdin) "
                               "instead of the MNIST split.")

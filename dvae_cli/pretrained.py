@@ -13,10 +13,11 @@ from pathlib import Path
 from .errors import DVAEError
 
 PREFIX = "pretrained:"
-PRETRAINED = {
-    "dtp": "the best target-propagation model (lowest validation -ELBO of the DTP variants)",
-    "best": "the best model overall (lowest validation -ELBO of every method)",
+PRETRAINED = {  # "best" = lowest validation -ELBO in docs/results/reproduce/results.json
+    "dtp": "the best target-propagation model",
+    "best": "the best model overall",
 }
+NAMES = " / ".join(PREFIX + name for name in PRETRAINED)  # for help texts
 
 
 def is_pretrained(spec: str | os.PathLike) -> bool:
@@ -28,7 +29,7 @@ def pretrained_path(spec: str | os.PathLike) -> Path:
     """The file of `pretrained:NAME`; an error listing the names for an unknown one."""
     name = str(spec)[len(PREFIX):]
     if name not in PRETRAINED:
-        known = ", ".join(PREFIX + n for n in PRETRAINED)
+        known = ", ".join(f"{PREFIX}{n} ({about})" for n, about in PRETRAINED.items())
         raise DVAEError(f"unknown pretrained checkpoint {str(spec)!r}; choose from {known}")
     path = Path(str(resources.files(__package__) / "pretrained" / f"{name}.safetensors"))
     if not path.is_file():

@@ -253,7 +253,7 @@ def table_rows(results: dict) -> list[list[str]]:
 def train_flags(row: dict) -> str:
     """The `dvae train` flags of a model (beyond --seed, --epochs and the protocol's defaults)."""
     flags = [f"--method {row['method']}"]
-    for key, value in {**row["hparams"], **row.get("train", {})}.items():
+    for key, value in {**row["hparams"], **row["train"]}.items():
         flag = "--" + key.replace("_", "-")
         flags.append(flag if value is True else f"{flag} {value}")
     return "dvae train " + " ".join(flags)
