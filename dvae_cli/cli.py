@@ -33,31 +33,38 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-def _method_fields() -> dict[str, tuple[dataclasses.Field, type, list[str]]]:
-    """Every method hyper-parameter: field, type, and the methods that have it."""
-    fields: dict[str, tuple[dataclasses.Field, type, list[str]]] = {}
+def _method_fields() -> dict[str, tuple[dataclasses.Field, type, dict[str, object]]]:
+    """Every method hyper-parameter: field, type, and its default in each method that has it."""
+    fields: dict[str, tuple[dataclasses.Field, type, dict[str, object]]] = {}
     for name, cls in METHODS.items():
         hints = typing.get_type_hints(cls.Config)
         for f in dataclasses.fields(cls.Config):
-            if f.name in fields:
-                fields[f.name][2].append(name)
-            else:
-                fields[f.name] = (f, hints[f.name], [name])
+            fields.setdefault(f.name, (f, hints[f.name], {}))[2][name] = f.default
     return fields
+
+
+def _defaults_help(defaults: dict[str, object]) -> str:
+    """'default 0.5; gumbel, st-gumbel', or per value when the methods differ."""
+    by_value: dict[str, list[str]] = {}
+    for method, value in defaults.items():
+        by_value.setdefault(str(value), []).append(method)
+    if len(by_value) == 1:
+        return f"default {next(iter(by_value))}; {', '.join(defaults)}"
+    return "default " + "; ".join(f"{value} for {', '.join(methods)}" for value, methods in by_value.items())
 
 
 def with_method_options(command):
     """Add one --flag per method hyper-parameter; the command gets them as `hparams`."""
     fields = _method_fields()
     extra = []
-    for name, (f, kind, owners) in fields.items():
+    for name, (f, kind, defaults) in fields.items():
         flag = "--" + name.replace("_", "-")
         decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
         choices = f.metadata.get("choices")
         if choices:
             kind = Enum(name, {c: c for c in choices}, type=str)
         option = typer.Option(
-            None, *decls, help=f"{f.metadata.get('help', '')} (default {f.default}; {', '.join(owners)})",
+            None, *decls, help=f"{f.metadata.get('help', '')} ({_defaults_help(defaults)})",
             show_default=False, rich_help_panel="Method options",
         )
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,

@@ -72,7 +72,7 @@ def tables(results: dict) -> Group:
                   title_justify="left", **COMPACT)
     for table, headers in ((comparison, ["model", "seeds", "split", "one-hot", "relaxed", "thesis", "diff"]),
                            (other, ["model", "KL", "valid -ELBO", "test -ELBO", "test -log p(x)", "max prob",
-                                    "s/epoch"])):
+                                    "classes", "s/epoch"])):
         for name in headers:
             table.add_column(name, justify="left" if name in ("model", "split") else "right", no_wrap=name == "model")
     for row in results["models"]:
@@ -84,5 +84,5 @@ def tables(results: dict) -> Group:
         means = [fmt(row, k, with_std=False) for k in ("valid_kl", "valid_neg_elbo", "test_neg_elbo",
                                                        "test_neg_iw_log_px")]
         other.add_row(row["name"], *means, fmt(row, "valid_mean_max_prob", 4, with_std=False),
-                      fmt(row, "seconds_per_epoch", 1, with_std=False))
+                      fmt(row, "valid_classes_used", 2, with_std=False), fmt(row, "seconds_per_epoch", 1, with_std=False))
     return Group(comparison, other)

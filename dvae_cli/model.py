@@ -71,6 +71,27 @@ def kl_to_uniform(log_pi: Tensor) -> Tensor:
     return (log_pi.exp() * (log_pi + math.log(classes))).sum(dim=(-2, -1))
 
 
+def code_diversity(log_pi: Tensor, mean_pi: Tensor | None = None) -> Tensor:
+    """The code-diversity term sum_d KL(mean over the batch of pi_d || uniform), a scalar.
+
+    Eq. 5.2's KL taken on the batch-averaged pi instead of per image (the idea of wav2vec 2.0's
+    codebook diversity loss): small when every class of every variable is used across the batch,
+    whatever each image's own pi. `mean_pi` (D, K), when given, is the mean over a larger batch
+    that log_pi is a slice of: the value is then that batch's, and the gradient this slice's share
+    of it (d/d pi_b = (log(K mean_pi) + 1) / B), so slices trained on separate processes add up to
+    the whole batch's gradient.
+    """
+    pi = log_pi.exp()
+    if mean_pi is None:
+        mean_pi = pi.mean(dim=0)
+    mean_pi = mean_pi.detach()
+    classes = log_pi.shape[-1]
+    log_ratio = (mean_pi * classes).clamp_min(torch.finfo(pi.dtype).tiny).log()
+    value = (mean_pi * log_ratio).sum()
+    share = (pi * (log_ratio + 1)).sum(dim=(-2, -1)).mean()  # the gradient of value w.r.t. this slice
+    return value + share - share.detach()
+
+
 def log_likelihood(x_logits: Tensor, x: Tensor) -> Tensor:
     """Bernoulli log p(x|y) per image, from the decoder's logits."""
     return -F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(dim=-1)

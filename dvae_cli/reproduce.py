@@ -42,14 +42,31 @@ class Model:
     train: dict = field(default_factory=dict)  # TrainConfig fields that differ from the shared protocol (e.g. lr)
 
 
+TABLE_5_1_DTP = {"train": -70.102, "valid": -72.545}
 THESIS_MODELS = [
-    Model("dtp", "target propagation (thesis reading)", "dtp", {}, {"train": -70.102, "valid": -72.545}),
+    Model("dtp", "target propagation with the code-diversity term (dvae's default reading)", "dtp", {},
+          TABLE_5_1_DTP),
     Model("gumbel-tau0.5", "Gumbel-Softmax tau=0.5", "gumbel", {"tau_min": 0.5},
           {"train": -63.876, "valid": -64.401}),
     Model("gumbel-tau0.1", "Gumbel-Softmax tau=0.1", "gumbel", {"tau_min": 0.1, "anneal_rate": 0.046},
           {"train": -68.883, "valid": -68.623}),
 ]
 EXTRA_MODELS = [
+    Model("dtp-literal", "target propagation, literal reading (no diversity term)", "dtp", {"diversity": 0.0},
+          TABLE_5_1_DTP),
+    Model("dtp-div0.1", "DTP, diversity weight 0.1", "dtp", {"diversity": 0.1}),
+    Model("dtp-div0.3", "DTP, diversity weight 0.3", "dtp", {"diversity": 0.3}),
+    Model("dtp-div3", "DTP, diversity weight 3", "dtp", {"diversity": 3.0}),
+    Model("dtp-div-warmup", "DTP, diversity weight warmed up 0 -> 1 over 10 epochs (eq. 5.4's beta schedule)",
+          "dtp", {"diversity": 1.0, "diversity_warmup": 10}),
+    Model("dtp-div-beta", "DTP, diversity 1 and per-image KL beta 0 -> 0.01 over 10 epochs", "dtp",
+          {"diversity": 1.0, "beta_max": 0.01}),
+    Model("dtp-div-inverse", "DTP, diversity 1 and the inverse loss", "dtp",
+          {"diversity": 1.0, "dtp_inverse_loss": True}),
+    Model("st-div", "straight-through with the diversity term (w = 1)", "st", {"diversity": 1.0}),
+    Model("st-gumbel-div", "straight-through Gumbel-Softmax with the diversity term (w = 1)", "st-gumbel",
+          {"diversity": 1.0}),
+    Model("reinmax-div", "ReinMax with the diversity term (w = 1)", "reinmax", {"diversity": 1.0}),
     Model("dtp-sample", "DTP, sample target y + pi(x) - pi(x')", "dtp", {"dtp_target": "sample"}),
     Model("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
     Model("dtp-log-mse", "DTP, log correction + squared error", "dtp", {"dtp_correction": "log"}),
@@ -147,6 +164,7 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
     for split in ("train", "valid", "test"):
         r = evaluate(ckpt.model, splits[split], iw_samples if split == "test" else 0, EVAL_SEED)
         result.update({f"{split}_{k}": r[k] for k in ("log_lik", "kl", "neg_elbo", "mean_max_prob")})
+        result[f"{split}_classes_used"] = r["perplexity_mean"]
         if split == "test":
             result["test_neg_iw_log_px"] = -r["iw_log_px"]
     if ckpt.method == "gumbel":
@@ -230,7 +248,8 @@ def thesis_cells(row: dict, split: str) -> tuple[str, str]:
 
 COLUMNS = [
     "model", "seeds", "train log p(x|y)", "thesis", "diff", "valid log p(x|y)", "thesis", "diff",
-    "relaxed train / valid", "KL", "valid -ELBO", "test -ELBO", "test -log p(x) (IW)", "max prob", "s/epoch",
+    "relaxed train / valid", "KL", "valid -ELBO", "test -ELBO", "test -log p(x) (IW)", "max prob", "classes used",
+    "s/epoch",
 ]
 
 
@@ -245,7 +264,8 @@ def table_rows(results: dict) -> list[list[str]]:
             fmt(row, "train_log_lik"), *thesis_cells(row, "train"),
             fmt(row, "valid_log_lik"), *thesis_cells(row, "valid"),
             relaxed, fmt(row, "valid_kl"), fmt(row, "valid_neg_elbo"), fmt(row, "test_neg_elbo"),
-            fmt(row, "test_neg_iw_log_px"), fmt(row, "valid_mean_max_prob", 4), fmt(row, "seconds_per_epoch", 1),
+            fmt(row, "test_neg_iw_log_px"), fmt(row, "valid_mean_max_prob", 4),
+            fmt(row, "valid_classes_used"), fmt(row, "seconds_per_epoch", 1),
         ])
     return cells
 
@@ -284,7 +304,8 @@ def markdown(results: dict) -> str:
         "most likely measured this way, so compare them with this column.",
         f"- KL: KL(q(y|x) || uniform) on valid. -log p(x): importance-weighted bound, K = {p['iw_samples']} "
         "samples from q(y|x). max prob: mean over variables of max_k pi_k on valid (codes are always "
-        "one-hot at evaluation). s/epoch: training plus per-epoch validation.",
+        "one-hot at evaluation). classes used: perplexity of the valid-mean pi per variable, averaged "
+        "over variables (10 = every class used evenly, 1 = a constant code). s/epoch: training plus per-epoch validation.",
         "",
     ]
     return "\n".join(lines)

@@ -17,13 +17,14 @@ from . import __version__, distributed
 from .checkpoint import BEST, LAST, STATE, TrainState, load_state, save_checkpoint, save_state
 from .data import load_split
 from .errors import DVAEError
-from .evaluate import elbo_terms
 from .fileio import atomic_write_text, deferred_interrupt
 from .methods import Method, Noise, Step, make_method
-from .model import DiscreteVAE, ModelConfig
+from .evaluate import code_statistics, elbo_terms
+from .model import DiscreteVAE, ModelConfig, code_diversity
 from .progress import Reporter
 
 CONFIG, METRICS = "config.json", "metrics.jsonl"
+LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
 
 
 @dataclass
@@ -88,10 +89,11 @@ def environment(device: torch.device) -> dict:
 
 
 def _format_epoch(m: dict, epochs: int) -> str:
-    sched = " ".join(f"{k} {m[k]:.4g}" for k in ("tau", "beta") if k in m)
+    sched = " ".join(f"{k} {m[k]:.4g}" for k in ("tau", "beta", "diversity") if k in m)
     return (
         f"epoch {m['epoch']:>3}/{epochs}  train log p(x|y) {m['train_log_lik']:8.3f}  "
         f"valid log p(x|y) {m['valid_log_lik']:8.3f}  KL {m['valid_kl']:6.3f}  "
+        f"classes {m['valid_classes_used']:4.2f}  "
         f"valid -ELBO {m['valid_neg_elbo']:8.3f}  {sched}  {m['seconds']:.1f}s"
     )
 
@@ -104,7 +106,12 @@ class _Loss(torch.nn.Module):
         self.model, self.method = model, method
 
     def forward(self, x: torch.Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
-        return self.method.loss(self.model, x, noise, schedule)
+        step = self.method.loss(self.model, x, noise, schedule)
+        weight = schedule.get("diversity", 0.0)
+        if weight:  # the batch-mean pi over the global batch, so that every process adds the same term
+            mean_pi = distributed.all_reduce_sum(step.log_pi.detach().exp().sum(dim=0)) / noise.global_batch
+            step = step._replace(loss=step.loss + weight * code_diversity(step.log_pi, mean_pi))
+        return step
 
 
 class Run:
@@ -207,6 +214,8 @@ class Run:
         """Validate, write the epoch's files and report it (rank 0 alone)."""
         eval_generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
+        codes = code_statistics(self.model, self.valid_data)
+        valid.update(classes_used=codes["perplexity_mean"], mean_max_prob=codes["mean_max_prob"])
         record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
                   **{k: v for k, v in schedule.items() if k != "lr_scale"},
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
@@ -254,6 +263,8 @@ def resume(
         config = TrainConfig.from_dict(saved["train"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DVAEError(f"{out}/{CONFIG}: corrupt run config ({e})") from None
+    for name, value in LEGACY_HPARAMS.items():  # runs recorded before the option existed did without it
+        config.hparams.setdefault(name, value)
     if epochs is not None:
         config.epochs = epochs
     if device is not None:

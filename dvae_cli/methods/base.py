@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..errors import DVAEError
 from ..model import DiscreteVAE, gumbel_noise
 
 
@@ -41,30 +42,56 @@ class Step(NamedTuple):
     loss: Tensor  # scalar to call .backward() on; each part's gradient reaches only its own parameters
     log_lik: Tensor  # (B,) log p(x|y) of the sample the method trained on (detached)
     kl: Tensor  # (B,) KL(q(y|x) || uniform) (detached)
+    log_pi: Tensor  # (B, D, K) the encoder's log-probabilities, with their gradient (for the diversity term)
+
+
+def ramp(epoch: int, warmup: int) -> float:
+    """Linear warm-up from 0 at epoch 0 to 1 at epoch `warmup` (0-based epochs; 1 when warmup <= 0)."""
+    return 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
 
 
 @dataclass
-class NoConfig:
-    """A method without hyper-parameters."""
+class CommonConfig:
+    """Options every method has: the weight of the code-diversity term (model.code_diversity)."""
+
+    diversity: float = field(
+        default=0.0,
+        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"},
+    )
+    diversity_warmup: int = field(
+        default=0, metadata={"help": "epochs over which the diversity weight rises linearly from 0"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.diversity >= 0 or self.diversity_warmup < 0:
+            raise DVAEError("--diversity and --diversity-warmup must not be negative")
 
 
 class Method:
     """A way to train the encoder through the discrete sample.
 
-    Subclasses set `name`, `summary` and `Config` (a dataclass whose fields become
-    `dvae train` flags: metadata 'help', optionally 'choices') and implement `loss`.
+    Subclasses set `name`, `summary` and `Config` (a CommonConfig subclass whose fields become
+    `dvae train` flags: metadata 'help', optionally 'choices'), implement `loss` and, when
+    something is annealed, `anneal`. The training loop adds the diversity term to `loss`.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    Config: ClassVar[type] = NoConfig
+    Config: ClassVar[type] = CommonConfig
 
-    def __init__(self, config: object | None = None):
+    def __init__(self, config: CommonConfig | None = None):
         self.config = config if config is not None else self.Config()
 
-    def schedule(self, epoch: int) -> dict[str, float]:
-        """Values for epoch `epoch` (0-based), e.g. tau or beta; 'lr_scale' multiplies the lr."""
+    def anneal(self, epoch: int) -> dict[str, float]:
+        """The method's own values for epoch `epoch` (0-based), e.g. tau or beta; 'lr_scale' multiplies the lr."""
         return {}
+
+    def schedule(self, epoch: int) -> dict[str, float]:
+        """Everything that varies by epoch: `anneal`'s values and, when used, the diversity weight."""
+        values = self.anneal(epoch)
+        if self.config.diversity:
+            values["diversity"] = self.config.diversity * ramp(epoch, self.config.diversity_warmup)
+        return values
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         """The training loss on the batch x (B, 784)."""

@@ -8,6 +8,10 @@ sample y ("sample"). No gradient crosses the sample.
 The thesis's future work (6.1), as options: the "log" correction takes the difference in log
 space and renormalizes, pi_hat = softmax(2 log pi(x) - log pi(x')), always a distribution; the
 "ce" loss replaces the squared error by the cross-entropy -sum_k pi_hat_k log pi_k.
+
+By default the encoder also carries the code-diversity term (model.code_diversity, weight
+`diversity`, 1): eq. 5.4's KL taken on the batch-mean pi rather than per image. Without it
+(`diversity=0`, the literal reading) each variable collapses onto about 2 of its 10 classes.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from torch import Tensor
 
 from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import Method, Noise, Step
+from .base import CommonConfig, Method, Noise, Step, ramp
 
 
 @dataclass
-class DTPConfig:
+class DTPConfig(CommonConfig):
+    diversity: float = field(
+        default=1.0,
+        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"},
+    )
     dtp_target: str = field(
         default="prob",
         metadata={"help": "DTP target: prob = 2 pi(x) - pi(x'), sample = y + pi(x) - pi(x')",
@@ -50,6 +58,7 @@ class DTPConfig:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dtp_correction == "log" and self.dtp_target != "prob":
             raise DVAEError("--dtp-correction log needs --dtp-target prob (log of a one-hot y is -inf)")
 
@@ -59,10 +68,8 @@ class DTP(Method):
     summary = "difference target propagation through the one-hot sample (the thesis)"
     Config = DTPConfig
 
-    def schedule(self, epoch: int) -> dict[str, float]:
-        warmup = self.config.beta_warmup
-        ramp = 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
-        return {"beta": self.config.beta_max * ramp}
+    def anneal(self, epoch: int) -> dict[str, float]:
+        return {"beta": self.config.beta_max * ramp(epoch, self.config.beta_warmup)}
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config
@@ -90,4 +97,4 @@ class DTP(Method):
         loss = (encoder_loss - log_lik).mean()
         if self.config.dtp_inverse_loss:  # eq. 3.4 with the encoder as the decoder's inverse
             loss = loss + (log_pi_rec.exp() - y).square().sum(dim=(1, 2)).mean()
-        return Step(loss, log_lik.detach(), kl.detach())
+        return Step(loss, log_lik.detach(), kl.detach(), log_pi)

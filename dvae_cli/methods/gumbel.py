@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood
-from .base import Method, Noise, Step
+from .base import CommonConfig, Method, Noise, Step
 
 
 @dataclass
-class GumbelConfig:
+class GumbelConfig(CommonConfig):
     tau0: float = field(default=1.0, metadata={"help": "Gumbel: initial temperature"})
     tau_min: float = field(default=0.5, metadata={"help": "Gumbel: final (minimum) temperature"})
     anneal_rate: float = field(
@@ -42,7 +42,7 @@ class Gumbel(Method):
     summary = "relaxed Gumbel-Softmax, backpropagation on -ELBO"
     Config = GumbelConfig
 
-    def schedule(self, epoch: int) -> dict[str, float]:
+    def anneal(self, epoch: int) -> dict[str, float]:
         return temperature_schedule(self.config, epoch)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
@@ -51,4 +51,4 @@ class Gumbel(Method):
         y = relaxed_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes), schedule["tau"])
         log_lik = log_likelihood(model.decode(y), x)
         kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)

@@ -13,16 +13,17 @@ from torch import Tensor
 
 from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import Method, Noise, Step
+from .base import CommonConfig, Method, Noise, Step
 
 
 @dataclass
-class ReinMaxConfig:
+class ReinMaxConfig(CommonConfig):
     reinmax_tau: float = field(
         default=1.0, metadata={"help": "ReinMax: temperature of the softmax in pi1 (the paper wants >= 1)"}
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.reinmax_tau > 0:
             raise DVAEError("--reinmax-tau must be positive")
 
@@ -43,4 +44,4 @@ class ReinMax(Method):
         y = sample + pi2 - pi2.detach()
         log_lik = log_likelihood(model.decode(y), x)
         kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)

@@ -10,14 +10,15 @@ from torch import Tensor
 
 from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import Method, Noise, Step
+from .base import CommonConfig, Method, Noise, Step
 
 
 @dataclass
-class RLOOConfig:
+class RLOOConfig(CommonConfig):
     samples: int = field(default=4, metadata={"help": "RLOO: samples per image (at least 2)"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.samples < 2:
             raise DVAEError("--samples must be at least 2 for a leave-one-out baseline")
 
@@ -39,4 +40,4 @@ class RLOO(Method):
         surrogate = ((reward - baseline) * log_q).mean(dim=0)
         kl = kl_to_uniform(log_pi)
         loss = (kl - log_lik.mean(dim=0) - surrogate).mean()
-        return Step(loss, log_lik.mean(dim=0).detach(), kl.detach())
+        return Step(loss, log_lik.mean(dim=0).detach(), kl.detach(), log_pi)

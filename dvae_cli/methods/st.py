@@ -20,4 +20,4 @@ class StraightThrough(Method):
         y = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes)) + pi - pi.detach()
         log_lik = log_likelihood(model.decode(y), x)
         kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)

@@ -15,7 +15,7 @@ class STGumbel(Method):
     summary = "straight-through Gumbel-Softmax (hard forward, relaxed backward)"
     Config = GumbelConfig
 
-    def schedule(self, epoch: int) -> dict[str, float]:
+    def anneal(self, epoch: int) -> dict[str, float]:
         return temperature_schedule(self.config, epoch)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
@@ -26,4 +26,4 @@ class STGumbel(Method):
         y = hard + soft - soft.detach()
         log_lik = log_likelihood(model.decode(y), x)
         kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach())
+        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
