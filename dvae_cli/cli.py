@@ -234,6 +234,8 @@ def eval_command(
 # Subcommands defined in other modules register here, one line each.
 from . import cli_reproduce  # noqa: E402
 app.command(rich_help_panel="Experiments")(cli_reproduce.reproduce)
+from . import cli_pretrained  # noqa: E402
+app.command(rich_help_panel="Experiments")(cli_pretrained.pretrained)
 from . import cli_codes  # noqa: E402
 app.command(rich_help_panel="Codes")(cli_codes.encode)
 app.command(rich_help_panel="Codes")(cli_codes.decode)

@@ -44,7 +44,7 @@ TRAVERSE_SPACING = 60  # between that column and the grid: room for the grid's l
 MIN_WIDTH = 420  # room for a two-line title: narrower pictures get white space on the right
 HEATMAP_CELL = (28, 18)  # width, height in pixels of one pi_dk
 HEATMAP_MARGINS = (60, 80, 80, 15)  # the right margin holds the colour bar
-CURVES_SIZE = (1000, 700)
+CURVES_SIZE = (1400, 700)
 
 
 # ---- arrays -------------------------------------------------------------------------------
@@ -247,32 +247,36 @@ CURVES = (
     ("valid_neg_elbo", "validation -ELBO (nats)"),
     ("valid_log_lik", "validation log p(x|y) (reconstruction)"),
     ("valid_kl", "validation KL(q(y|x) || uniform)"),
+    ("valid_classes_used", "classes used per variable (perplexity of mean pi)"),
+    ("valid_mean_max_prob", "mean max-probability of pi"),
 )
+SCHEDULE = (("tau", "-"), ("beta", "--"), ("diversity", ":"))
 
 
 def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
-    """Validation -ELBO, log p(x|y), KL and the tau/beta schedule per epoch, one line per run
-    (runs = [(label, metrics), ...])."""
+    """Validation -ELBO, log p(x|y), KL, classes used, max pi and the tau/beta/diversity schedule
+    per epoch, one line per run (runs = [(label, metrics), ...]). A collapse of the codes onto a
+    few classes shows in the classes-used panel; runs recorded before it existed leave it blank."""
     fig = _figure(*CURVES_SIZE)
     fig.set_layout_engine("constrained")
-    axes = fig.subplots(2, 2, sharex=True).ravel()
+    axes = fig.subplots(2, 3, sharex=True).ravel()
     for color, (label, metrics) in enumerate(runs):
         epochs = [m["epoch"] for m in metrics]
         style = {"color": f"C{color}", "marker": "o", "markersize": 2.5, "linewidth": 1.2}
         for ax, (key, _) in zip(axes, CURVES):
-            ax.plot(epochs, [m[key] for m in metrics], label=label, **style)
-        for key, dash in (("tau", "-"), ("beta", "--")):
+            ax.plot(epochs, [m.get(key, np.nan) for m in metrics], label=label, **style)
+        for key, dash in SCHEDULE:
             if any(key in m for m in metrics):
-                axes[3].plot(epochs, [m.get(key, np.nan) for m in metrics], linestyle=dash,
+                axes[5].plot(epochs, [m.get(key, np.nan) for m in metrics], linestyle=dash,
                              label=f"{key}, {label}", **style)
-    for ax, (_, name) in zip(axes, CURVES + ((None, "tau (gumbel) / beta (dtp)"),)):
+    for ax, (_, name) in zip(axes, CURVES + ((None, "tau (gumbel) / beta, diversity (dtp)"),)):
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in axes[2:]:
+    for ax in axes[3:]:
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=8)
-    if axes[3].lines:
-        axes[3].legend(fontsize=8)
+    if axes[5].lines:
+        axes[5].legend(fontsize=8)
     fig.suptitle("Learning curves")
     return fig
 

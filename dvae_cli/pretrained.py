@@ -13,9 +13,9 @@ from pathlib import Path
 from .errors import DVAEError
 
 PREFIX = "pretrained:"
-PRETRAINED = {  # "best" = lowest validation -ELBO in docs/results/reproduce/results.json
-    "dtp": "the best target-propagation model",
-    "best": "the best model overall",
+PRETRAINED = {  # see docs/RESULTS.md#pretrained-checkpoints for the runs they come from
+    "dtp": "the thesis's method, target propagation with code diversity",
+    "best": "the best model overall (lowest validation -ELBO)",
 }
 NAMES = " / ".join(PREFIX + name for name in PRETRAINED)  # for help texts
 
@@ -35,3 +35,17 @@ def pretrained_path(spec: str | os.PathLike) -> Path:
     if not path.is_file():
         raise DVAEError(f"{path}: the package lacks its pretrained checkpoint; reinstall dvae")
     return path
+
+
+def describe_pretrained() -> list[dict]:
+    """One record per shipped checkpoint: name, description, method, epoch and its validation metrics."""
+    from .checkpoint import load_checkpoint
+
+    rows = []
+    for name, about in PRETRAINED.items():
+        ckpt = load_checkpoint(PREFIX + name)
+        metrics = {k: ckpt.metrics.get(k) for k in
+                   ("valid_log_lik", "valid_kl", "valid_neg_elbo", "valid_classes_used", "valid_mean_max_prob")}
+        rows.append({"name": PREFIX + name, "description": about, "method": ckpt.method, "epoch": ckpt.epoch,
+                     "hparams": ckpt.hparams, **metrics, "fingerprint": ckpt.fingerprint})
+    return rows

@@ -5,7 +5,9 @@ import torch
 
 from dvae_cli.methods import METHODS, Noise, make_method
 from dvae_cli.errors import DVAEError
-from dvae_cli.model import DiscreteVAE, ModelConfig, gumbel_noise, kl_to_uniform, log_likelihood, one_hot_sample
+from dvae_cli.model import (
+    DiscreteVAE, ModelConfig, code_diversity, gumbel_noise, kl_to_uniform, log_likelihood, one_hot_sample,
+)
 
 
 def test_shapes_and_parameter_count():
@@ -145,3 +147,43 @@ def test_dtp_log_correction_with_cross_entropy():
         torch.testing.assert_close(g, p.grad)
     with pytest.raises(DVAEError, match="needs --dtp-target prob"):
         make_method("dtp", {"dtp_correction": "log", "dtp_target": "sample"})
+
+
+def test_code_diversity_value_and_gradient_by_hand():
+    """sum_d KL(mean_b pi_d || uniform); d/d pi_b = (log(K mean_pi) + 1) / B."""
+    pi = torch.tensor([[[0.5, 0.5], [1.0, 0.0]], [[0.9, 0.1], [1.0, 0.0]]], dtype=torch.float64)
+    log_pi = pi.clamp_min(1e-300).log().requires_grad_()
+    value = code_diversity(log_pi)
+    mean0 = (0.7, 0.3)  # variable 0's batch mean; variable 1 is the constant class 0: KL = log 2
+    expected = sum(p * math.log(2 * p) for p in mean0) + math.log(2)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    value.backward()
+    # d value / d log pi_bdk = pi_bdk * (log(K mean_dk) + 1) / B, by the chain rule through exp
+    mean = pi.mean(0)
+    want = pi * ((2 * mean).clamp_min(1e-300).log() + 1) / 2
+    torch.testing.assert_close(log_pi.grad, want)
+
+
+def test_code_diversity_of_slices_adds_up_to_the_whole_batch():
+    """Given the whole batch's mean pi, each slice's value is the whole's and the gradients sum to it."""
+    logits = torch.randn(6, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    whole = logits.clone().requires_grad_()
+    code_diversity(torch.log_softmax(whole, -1)).backward()
+    parts = logits.clone().requires_grad_()
+    log_pi = torch.log_softmax(parts, -1)
+    mean = log_pi.detach().exp().mean(0)
+    for rows, b in ((slice(0, 2), 2), (slice(2, 6), 4)):  # the training loop weights a slice by its size
+        value = code_diversity(log_pi[rows], mean)
+        assert value.item() == pytest.approx(code_diversity(log_pi.detach()).item(), rel=1e-12)
+        (value * b / 6).backward(retain_graph=True)
+    torch.testing.assert_close(parts.grad, whole.grad)
+
+
+def test_diversity_schedule_and_defaults():
+    assert make_method("dtp").config.diversity == 1.0  # dvae's default reading of the thesis
+    assert make_method("gumbel").config.diversity == 0.0
+    assert "diversity" not in make_method("dtp", {"diversity": 0.0}).schedule(0)  # the literal reading
+    method = make_method("st", {"diversity": 2.0, "diversity_warmup": 4})
+    assert [method.schedule(e)["diversity"] for e in (0, 2, 4, 9)] == [0.0, 1.0, 2.0, 2.0]
+    with pytest.raises(DVAEError, match="must not be negative"):
+        make_method("dtp", {"diversity": -1.0})

@@ -32,8 +32,9 @@ def test_run_folder_contents(tiny_run):
     assert {"dvae_version", "torch_version", "device"} <= set(config["environment"])
     metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
-    for key in ("train_log_lik", "valid_log_lik", "valid_kl", "valid_neg_elbo", "beta", "seconds"):
+    for key in ("train_log_lik", "valid_log_lik", "valid_kl", "valid_neg_elbo", "beta", "diversity", "seconds"):
         assert key in metrics[0]
+    assert 1 <= metrics[-1]["valid_classes_used"] <= 10 and 0.1 <= metrics[-1]["valid_mean_max_prob"] <= 1
     best = load_checkpoint(tiny_run)
     assert best.metrics["valid_neg_elbo"] == min(m["valid_neg_elbo"] for m in metrics)
 
