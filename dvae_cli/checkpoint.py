@@ -110,8 +110,8 @@ def _json(metadata: dict[str, str], key: str, path: Path) -> dict:
 
 def _build_model(tensors: dict[str, torch.Tensor], config: ModelConfig, path: Path, prefix: str = "") -> DiscreteVAE:
     """A model of `config` with the weights `prefix + name` from `tensors`, every shape checked."""
-    model = DiscreteVAE(config)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated before the file is known to fit
+        expected = DiscreteVAE(config).state_dict()
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     missing, unexpected = set(expected) - set(weights), set(weights) - set(expected)
     if missing or unexpected:
@@ -119,6 +119,9 @@ def _build_model(tensors: dict[str, torch.Tensor], config: ModelConfig, path: Pa
     for name, tensor in expected.items():
         if weights[name].shape != tensor.shape:
             raise DVAEError(f"{path}: tensor {name} has shape {tuple(weights[name].shape)}, expected {tuple(tensor.shape)}")
+        if not weights[name].is_floating_point() or not torch.isfinite(weights[name]).all():
+            raise DVAEError(f"{path}: tensor {name} holds non-finite (NaN or infinite) or non-float weights")
+    model = DiscreteVAE(config)
     model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()})
     return model
 
@@ -128,6 +131,8 @@ def _model_config(metadata: dict[str, str], path: Path) -> ModelConfig:
         return ModelConfig(**_json(metadata, "model", path))
     except TypeError:
         raise DVAEError(f"{path}: corrupt model config in metadata") from None
+    except DVAEError as e:
+        raise DVAEError(f"{path}: corrupt model config in metadata ({e})") from None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import DVAEError
+
+MAX_PARAMETERS = 1 << 28  # a sane ceiling (1 GiB of float32) checked before anything is allocated
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -19,6 +23,21 @@ class ModelConfig:
     classes: int = 10  # K
     hidden: int = 500
     input_size: int = 784
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if type(value) is not int or value < 1:
+                raise DVAEError(f"model setting {name} must be a positive integer, got {value!r}")
+        if self.classes < 2:
+            raise DVAEError(f"model setting classes must be at least 2, got {self.classes}")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise DVAEError(f"a model of {self.parameter_count():,} parameters is over dvae's ceiling of "
+                            f"{MAX_PARAMETERS:,}; check D, K and the hidden size")
+
+    def parameter_count(self) -> int:
+        """The number of weights of a DiscreteVAE of this shape (computed, nothing allocated)."""
+        latent = self.latent_vars * self.classes
+        return 2 * (self.input_size * self.hidden + self.hidden * latent) + 2 * self.hidden + latent + self.input_size
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -100,3 +100,38 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, DiscreteVAE(SMALL), "dtp", {}, 1)
     assert list(tmp_path.iterdir()) == []
+
+
+def _rewrite(path, metadata_changes=None, tensor_changes=None):
+    tensors = safetensors.torch.load_file(str(path))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    metadata.update(metadata_changes or {})
+    tensors.update(tensor_changes or {})
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+
+
+@pytest.mark.parametrize("model, message", [
+    ({**SMALL.to_dict(), "hidden": -9}, "hidden must be a positive integer"),
+    ({**SMALL.to_dict(), "hidden": "9"}, "hidden must be a positive integer"),
+    ({**SMALL.to_dict(), "hidden": 10**9}, "over dvae's ceiling"),
+    ({**SMALL.to_dict(), "classes": 1}, "classes must be at least 2"),
+    ({**SMALL.to_dict(), "extra": 1}, "corrupt model config"),
+])
+def test_bad_model_metadata_is_refused_before_allocating(ckpt, model, message, monkeypatch):
+    path, _ = ckpt
+    _rewrite(path, {"model": json.dumps(model)})
+    monkeypatch.setattr(DiscreteVAE, "__init__", lambda *a, **k: pytest.fail("allocated a model"))
+    with pytest.raises(DVAEError, match=message):
+        load_checkpoint(path)
+
+
+def test_non_finite_weights_are_refused(ckpt):
+    path, model = ckpt
+    bad = model.state_dict()["decoder.0.weight"].clone()
+    bad[0, 0] = float("nan")
+    _rewrite(path, tensor_changes={"decoder.0.weight": bad})
+    with pytest.raises(DVAEError, match="non-finite"):
+        load_checkpoint(path)
