@@ -102,10 +102,14 @@ def _read(path: Path, expected_format: str) -> tuple[dict[str, torch.Tensor], di
 
 
 def _json(metadata: dict[str, str], key: str, path: Path) -> dict:
+    """A metadata field that holds a JSON object."""
     try:
-        return json.loads(metadata[key])
+        value = json.loads(metadata[key])
     except (KeyError, json.JSONDecodeError):
-        raise DVAEError(f"{path}: metadata field {key!r} is missing or corrupt") from None
+        value = None
+    if not isinstance(value, dict):
+        raise DVAEError(f"{path}: metadata field {key!r} is missing or corrupt")
+    return value
 
 
 def _build_model(tensors: dict[str, torch.Tensor], config: ModelConfig, path: Path, prefix: str = "") -> DiscreteVAE:

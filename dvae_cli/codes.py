@@ -34,7 +34,7 @@ import torch
 from .checkpoint import BEST, LAST, resolve_checkpoint
 from .errors import DVAEError
 from .fileio import atomic_open
-from .inputs import CHUNK, NPY_MAGIC, SIDE, ImageSource, binarize_array, in_memory
+from .inputs import CHUNK, NPY_ERRORS, NPY_MAGIC, SIDE, ImageSource, binarize_array, in_memory
 from .model import DiscreteVAE, gumbel_noise
 
 FORMATS = ("packed", "onehot", "indices", "text")
@@ -437,7 +437,7 @@ def _read_records(data: bytes, name: str) -> Codes:
 def _read_npy(data: bytes, name: str) -> Codes:
     try:
         indices = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
+    except NPY_ERRORS as e:
         raise DVAEError(f"{name}: not a valid .npy file of indices ({e})") from None
     if indices.ndim != 2 or indices.dtype.kind not in "iu":
         raise DVAEError(f"{name}: indices must be an (N, D) integer array, got {indices.dtype} {indices.shape}")

@@ -9,6 +9,7 @@ is ever unpickled.
 from __future__ import annotations
 
 import sys
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -18,6 +19,9 @@ import torch
 
 from .data import binarize, read_idx
 from .errors import DVAEError
+
+# what numpy's .npy header parser raises on bad bytes (it tokenizes and literal-evals the header)
+NPY_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, EOFError, OSError)
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -102,7 +106,7 @@ def _npy_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise DVAEError(f"{name}: .npy format version {version} is not supported")
-    except ValueError as e:
+    except NPY_ERRORS as e:
         raise DVAEError(f"{name}: not a valid .npy file ({e})") from None
     _check_dtype(dtype, name)
     _check_shape(shape, name)
