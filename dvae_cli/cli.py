@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .cli_common import DATA_DIR_HELP, Split, stderr, stdout, user_errors
 from .errors import DVAEError
 from .methods import METHODS
@@ -135,7 +135,8 @@ def train(
     """
     from .distributed import is_main
     from .progress import for_terminal
-    from .train import TrainConfig, default_out, read_metrics, resume as resume_run, train as train_run
+    from .runfolder import default_out, read_metrics
+    from .train import TrainConfig, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
     with user_errors():
@@ -198,7 +199,7 @@ def eval_command(
     from .data import load_split
     from .evaluate import evaluate
     from .progress import for_terminal
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     with user_errors():
         dev = resolve_device(device)

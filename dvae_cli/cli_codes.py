@@ -17,12 +17,15 @@ from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .cli_common import user_errors
 from .cli_scale import SHARD_HELP, encode_codes, shard_block
-from .codes import FORMATS, Codes, CodeWriter, decode_chunks, default_checkpoint, open_output, read_codes
+from .codes import FORMATS, Codes, CodeWriter, read_codes
+from .codes.model_side import decode_chunks
+from .fileio import open_output
+from .runfolder import default_checkpoint
 from .errors import DVAEError
 from .inputs import CHUNK, SIDE, open_images
 from .pretrained import NAMES as PRETRAINED_NAMES
 from .progress import for_terminal
-from .train import resolve_device
+from .distributed import resolve_device
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES} (default: $DVAE_CKPT, else the "

@@ -236,7 +236,8 @@ def plot(
 
     Validation -ELBO, reconstruction log p(x|y), KL and the tau/beta schedule per epoch.
     """
-    from .figures import curves_figure, output_format, read_run
+    from .figures import curves_figure, output_format
+    from .runfolder import read_run
 
     with user_errors():
         output_format(out)

@@ -13,7 +13,8 @@ import typer
 
 from . import distributed
 from .cli_common import user_errors
-from .codes import encode_block, index_dtype, join_codes
+from .codes import index_dtype, join_codes
+from .codes.model_side import encode_block
 from .errors import DVAEError
 from .inputs import ImageSource
 from .model import DiscreteVAE

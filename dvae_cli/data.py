@@ -6,11 +6,14 @@ import gzip
 import os
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import DVAEError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "valid", "test")
 VALID_SIZE = 10_000  # the last 10,000 training-file images are the validation split
@@ -123,6 +126,8 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
 
 def binarize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 0-255 images -> float32 {0,1}, flattened to (N, 784): scale to [0,1], then >= 0.5."""
+    import torch  # here, not at the top: reading MNIST's files needs no torch
+
     if isinstance(images, torch.Tensor):
         images = images.cpu().numpy()
     scaled = np.asarray(images).reshape(len(images), -1).astype(np.float32) / np.float32(255.0)

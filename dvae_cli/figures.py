@@ -10,7 +10,6 @@ The figure functions take those arrays and return matplotlib Figures (no pyplot,
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,6 @@ import torch
 from torch import Tensor
 
 from .errors import DVAEError
-from .train import read_metrics
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, one_hot_argmax
 
@@ -224,23 +222,6 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
     fig.colorbar(image, cax=bar, label="probability pi_dk")
     fig.suptitle(title, x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
     return fig
-
-
-def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
-    """A run folder's method (from config.json) and per-epoch metrics (metrics.jsonl)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        what = "not a run folder" if not (run_dir / "config.json").is_file() else "no epoch finished yet"
-        raise DVAEError(f"{run_dir}: {what} (no metrics.jsonl)")
-    metrics = read_metrics(run_dir)
-    try:
-        method = json.loads((run_dir / "config.json").read_text())["train"]["method"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DVAEError(f"{run_dir}: corrupt run folder ({e})") from None
-    if not metrics:
-        raise DVAEError(f"{path}: no epochs recorded yet")
-    return method, metrics
 
 
 CURVES = (

@@ -11,13 +11,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import numpy as np
-import torch
 
 from .data import binarize, read_idx
 from .errors import DVAEError
+
+if TYPE_CHECKING:
+    import torch
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -62,6 +64,8 @@ def _check_shape(shape: tuple[int, ...], name: str) -> None:
 def binarize_array(array: np.ndarray, name: str = "images", first: int = 0) -> torch.Tensor:
     """Check an image array (uint8 0-255, float in [0, 1] or bool; (N, 28, 28) or (N, 784))
     and binarize it as in training: float32 (N, 784) of 0/1. `first` numbers the images in errors."""
+    import torch  # here, not at the top: opening and checking sources needs no torch
+
     array = np.asarray(array)
     _check_dtype(array.dtype, name)
     _check_shape(array.shape, name)
@@ -207,4 +211,6 @@ def open_images(source: str | Path, stdin: BinaryIO | None = None) -> ImageSourc
 
 def read_images(source: str | Path, stdin: BinaryIO | None = None) -> torch.Tensor:
     """All images of a source (see `open_images`) as one float32 (N, 784) tensor of 0/1."""
+    import torch
+
     return torch.cat([torch.zeros(0, PIXELS), *open_images(source, stdin).chunks()])

@@ -1,0 +1,3 @@
+"""The version of dvae, in one place: the package, `dvae --version`, run records and pyproject read it."""
+
+__version__ = "0.1.0"
