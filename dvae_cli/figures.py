@@ -4,7 +4,10 @@ Figure 5.1), reconstructions (Figure 5.2), prior samples, per-variable traversal
 The array functions take a model and binarized images (N, 784) and return numpy arrays.
 The figure functions take those arrays and return matplotlib Figures (no pyplot, no display);
 `save_figure` writes one as PNG, SVG or PDF. Digits are drawn ink-black on white, each pixel a
-`scale` x `scale` block (no interpolation); probabilities use the viridis colormap.
+`scale` x `scale` block (no interpolation), GAP-pixel grey lines between them (`tile`: the one grid
+look of every picture of digits, `dvae decode -o x.png` included); probabilities use viridis.
+
+Owns: pictures. Must not: parse flags or pick checkpoints (the CLI does).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
     cfg = model.config
     generator = torch.Generator().manual_seed(seed)
     classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
-    codes = torch.nn.functional.one_hot(classes, cfg.classes).float()
+    codes = torch.nn.functional.one_hot(classes, cfg.classes).float().to(next(model.parameters()).device)
     return torch.sigmoid(model.decode(codes)).cpu().numpy()
 
 
@@ -82,8 +85,8 @@ def traversal(model: DiscreteVAE, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     cfg = model.config
     code = one_hot_argmax(model.encode(x.view(1, -1)))[0]  # (D, K)
     codes = code.repeat(cfg.latent_vars, cfg.classes, 1, 1)  # [v, k] = the code ...
-    variables = torch.arange(cfg.latent_vars)
-    codes[variables, :, variables, :] = torch.eye(cfg.classes)  # ... with variable v one-hot k
+    variables = torch.arange(cfg.latent_vars, device=code.device)
+    codes[variables, :, variables, :] = torch.eye(cfg.classes, device=code.device)  # ... with variable v one-hot k
     means = torch.sigmoid(model.decode(codes.view(-1, cfg.latent_vars, cfg.classes)))
     return means.view(cfg.latent_vars, cfg.classes, -1).cpu().numpy(), code.argmax(-1).cpu().numpy()
 

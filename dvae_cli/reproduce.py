@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint
+from .commandline import train_command
 from .data import load_split
 from .errors import DVAEError
 from .evaluate import evaluate, relaxed_log_lik
@@ -270,12 +271,8 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def train_flags(row: dict) -> str:
-    """The `dvae train` flags of a model (beyond --seed, --epochs and the protocol's defaults)."""
-    flags = [f"--method {row['method']}"]
-    for key, value in {**row["hparams"], **row["train"]}.items():
-        flag = "--" + key.replace("_", "-")
-        flags.append(flag if value is True else f"{flag} {value}")
-    return "dvae train " + " ".join(flags)
+    """The `dvae train` command of a model (beyond --seed, --epochs and the protocol's defaults)."""
+    return train_command(row["method"], {**row["hparams"], **row["train"]})
 
 
 def markdown(results: dict) -> str:

@@ -29,9 +29,9 @@ from ..fileio import open_output
 from ..runfolder import default_checkpoint
 
 if TYPE_CHECKING:
-    from .model_side import decode, decode_chunks, encode, encode_block
+    from .model_side import decode, decode_chunks, encode, encode_block, encode_shared
 
-MODEL_SIDE = ("decode", "decode_chunks", "encode", "encode_block")
+MODEL_SIDE = ("decode", "decode_chunks", "encode", "encode_block", "encode_shared")
 
 
 def __getattr__(name: str):

@@ -12,8 +12,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from .. import distributed
 from ..inputs import CHUNK, SIDE, ImageSource, binarize_array, in_memory
-from ..model import DiscreteVAE, gumbel_noise
+from ..model import DiscreteVAE, draw_gumbel
 from .packing import check_codes, index_dtype
 
 
@@ -34,14 +35,14 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
         for raw in images.raw_chunks(batch_size):
             if first >= stop:
                 break
-            noise = torch.rand((len(raw), *shape), generator=generator, device=device) if sample else None
+            noise = draw_gumbel(generator, (len(raw), *shape)) if sample else None  # drawn for every chunk
             lo, hi = max(start, first) - first, min(stop, first + len(raw)) - first
             if lo < hi:  # encode the whole chunk and keep the block's rows
                 # the encoder's logits: log pi less a constant per variable, which neither the
                 # argmax nor Gumbel-max depends on (so the log-softmax of `model.encode` is skipped)
                 scores = model.encoder(binarize_array(raw, images.name, first).to(device)).view(len(raw), *shape)
                 if sample:
-                    scores = scores + gumbel_noise(noise)
+                    scores = scores + noise
                 yield scores[lo:hi].argmax(dim=-1).cpu().numpy().astype(dtype)
             first += len(raw)
 
@@ -71,3 +72,15 @@ def decode(model: DiscreteVAE, codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     chunks = (codes[i:i + CHUNK] for i in range(0, len(codes), CHUNK))
     return np.concatenate([np.zeros((0, SIDE, SIDE), np.float32), *decode_chunks(model, chunks)])
+
+
+def encode_shared(model: DiscreteVAE, images: ImageSource, block: slice, batch_size: int = CHUNK,
+                  sample: bool = False, seed: int = 0) -> Iterable[np.ndarray]:
+    """The codes of images[block] in order, chunk by chunk. Under torchrun each process encodes its
+    part of the block and rank 0 gets all parts (held in memory: D bytes an image); the others none."""
+    if distributed.world_size() == 1:
+        return encode_block(model, images, block.start, block.stop, batch_size, sample, seed)
+    mine = distributed.shard(block.stop - block.start)
+    codes = encode_block(model, images, block.start + mine.start, block.start + mine.stop, batch_size, sample, seed)
+    empty = np.zeros((0, model.config.latent_vars), index_dtype(model.config.classes))
+    return distributed.gather_to_main(np.concatenate([empty, *codes])) or []

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DVAEError
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import CommonConfig, Method, Noise, Step
+from ..model import DiscreteVAE, one_hot_sample
+from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 
 
 @dataclass
@@ -42,6 +42,4 @@ class ReinMax(Method):
         pi1 = F.softmax((pi1.log() - log_pi).detach() + log_pi, dim=-1)  # value pi1, Jacobian at pi1
         pi2 = 2 * pi1 - 0.5 * pi0
         y = sample + pi2 - pi2.detach()
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import Method, Noise, Step
+from ..model import DiscreteVAE, one_hot_sample
+from .base import Method, Noise, Step, neg_elbo_step
 
 
 class StraightThrough(Method):
@@ -18,6 +18,4 @@ class StraightThrough(Method):
         log_pi = model.encode(x)
         pi = log_pi.exp()
         y = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes)) + pi - pi.detach()
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)
