@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DVAEError
 from ..fileio import open_output
-from .formats import Codes, detect, get_format
+from .formats import DEFAULT, Codes, detect, get_format
 from .packing import MAX_CLASSES, check_classes, check_codes
 
 WRITE_CHUNK = 8192  # codes handed to a format writer at a time
@@ -60,7 +60,7 @@ class CodeWriter:
 
 
 def write_codes(target: str | os.PathLike | BinaryIO, codes: np.ndarray, classes: int,
-                format: str = "packed", fingerprint: str | None = None) -> None:
+                format: str = DEFAULT, fingerprint: str | None = None) -> None:
     """Write (N, D) class indices of K=`classes` to a path (atomically), "-" (stdout) or a binary file.
     `fingerprint`: the producing checkpoint's (`Checkpoint.fingerprint`), checked by `dvae decode`."""
     codes = np.asarray(codes)
