@@ -10,8 +10,10 @@ Python API (the `dvae` command is a thin layer over it)::
     write_codes("codes.bin", codes, classes=10)              # 13 bytes per image
 
 The names below are imported on first use (PEP 562), so `import dvae_cli` (and `dvae --version`)
-does not import torch. Submodules never import from this file: they import each other directly.
-docs/ARCHITECTURE.md maps the modules.
+does not import torch. docs/ARCHITECTURE.md maps the modules.
+
+Owns: the public API's names. Must not: hold logic, or be imported from by a submodule (they
+import each other directly).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Never pickle: tensors go in the safetensors body, everything else in its string metadata
 as JSON. Files are written atomically.
+
+Owns: the checkpoint and training-state files. Must not: decide which file to load
+(runfolder.py resolves checkpoint arguments) or spell run-folder names.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Every source is checked (shape, dtype, range, NaN) and binarized exactly as in t
 (uint8 x/255 >= 0.5, float x >= 0.5, bool as is). `.npy` files and stdin are read in chunks,
 never memory-mapped or loaded whole, so resident memory stays bounded for any N; nothing
 is ever unpickled.
+
+Owns: reading and checking images to encode. Must not: run a model or know code formats.
 """
 
 from __future__ import annotations

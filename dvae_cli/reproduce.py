@@ -4,6 +4,9 @@ method) over several seeds, evaluate them under one protocol, and compare with T
 Each (model, seed) gets a run folder `<out>/<model>-seed<k>`: skipped when complete, resumed
 when partial, trained otherwise. Evaluation uses the best checkpoint (lowest validation -ELBO)
 with exact one-hot samples, and is cached in the run folder, so re-running is cheap.
+
+Owns: the model catalogue, the reuse rules of runs, results.json and results.md. Must not:
+spell CLI flags (commandline.py) or print (the CLI prints the tables).
 """
 
 from __future__ import annotations

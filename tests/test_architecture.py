@@ -201,3 +201,9 @@ def test_decode_png_is_drawn_like_every_figure(tmp_path, tiny_run):
     columns, rows, cell = 3, 2, 28 + GAP  # 5 images: a 3 x 2 grid
     assert picture.shape == (rows * cell + GAP, columns * cell + GAP, 3)
     assert tuple(picture[0, 0]) == GAP_RGB and tuple(picture[-1, -1]) == GAP_RGB
+
+
+def test_every_module_says_what_it_owns():
+    for path in modules():
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert "Own" in doc, f"{path}: its opening docstring should say what it owns and must not do"

@@ -7,7 +7,6 @@ Owns: the flags of the figure commands and the terminal heatmap. Must not: draw 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 

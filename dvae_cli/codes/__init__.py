@@ -15,6 +15,8 @@ The package: `packing.py` (the arithmetic of records), `formats/` (the registry 
 packed, onehot, indices, text; one unit each), `files.py` (writing, reading, joining through the
 registry), `model_side.py` (encoding and decoding with a model; imports torch). This module only
 re-exports; the model side is imported when first used, so reading and writing codes needs no torch.
+
+Owns: the public names of codes. Must not: hold logic.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017): the relaxed sample
-softmax((log pi + g) / tau), trained by backpropagation on -ELBO, tau annealed per epoch."""
+softmax((log pi + g) / tau), trained by backpropagation on -ELBO, tau annealed per epoch.
+
+Owns: the Gumbel-Softmax loss, its settings and temperature schedule. Must not: draw noise
+itself (methods.Noise; the relaxed sample is model.relaxed_sample).
+"""
 
 from __future__ import annotations
 

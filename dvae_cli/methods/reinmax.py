@@ -2,7 +2,10 @@
 and Beyond", Algorithm 2): a straight-through estimator with second-order accuracy (Heun's
 method). Forward: the exact one-hot sample D of pi0 = softmax(theta). Backward: the gradient of
 pi2 = 2 pi1 - pi0 / 2, where pi1 = (D + softmax(theta / tau)) / 2 enters through a softmax
-Jacobian taken at pi1."""
+Jacobian taken at pi1.
+
+Owns: the ReinMax loss and its settings. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Plain straight-through (Bengio et al. 2013): the exact one-hot Gumbel-max sample forward,
-the gradient of pi = softmax(logits) backward (d y / d pi taken as the identity)."""
+the gradient of pi = softmax(logits) backward (d y / d pi taken as the identity).
+
+Owns: the straight-through loss. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Straight-through Gumbel-Softmax: the one-hot of the relaxed sample forward, its
-relaxed gradient backward (Jang et al. 2017, "ST Gumbel-Softmax")."""
+relaxed gradient backward (Jang et al. 2017, "ST Gumbel-Softmax").
+
+Owns: the straight-through Gumbel-Softmax loss. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 

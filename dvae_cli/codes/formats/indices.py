@@ -1,4 +1,7 @@
-"""`indices`: a NumPy .npy array (N, D) of uint8 (K <= 256) or uint16; never unpickled."""
+"""`indices`: a NumPy .npy array (N, D) of uint8 (K <= 256) or uint16; never unpickled.
+
+Owns: this format's bytes. Must not: be listed anywhere but the registry.
+"""
 
 from __future__ import annotations
 

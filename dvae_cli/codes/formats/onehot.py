@@ -1,4 +1,7 @@
-"""`onehot`: the header, then the D*K one-hot bits of each image, packed 8 to a byte."""
+"""`onehot`: the header, then the D*K one-hot bits of each image, packed 8 to a byte.
+
+Owns: this format's records. Must not: be listed anywhere but the registry.
+"""
 
 from __future__ import annotations
 

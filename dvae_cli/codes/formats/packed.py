@@ -1,4 +1,7 @@
-"""`packed`: the header, then one mixed-radix record per image (13 bytes for D=30, K=10)."""
+"""`packed`: the header, then one mixed-radix record per image (13 bytes for D=30, K=10).
+
+Owns: this format's records. Must not: be listed anywhere but the registry.
+"""
 
 from __future__ import annotations
 

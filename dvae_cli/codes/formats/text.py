@@ -1,5 +1,8 @@
 """`text`: one line per image, the D indices as digits (K <= 10) or as zero-padded numbers
-separated by spaces; K is not recorded, so readers are told it or guess it from the first line."""
+separated by spaces; K is not recorded, so readers are told it or guess it from the first line.
+
+Owns: this format's bytes. Must not: be listed anywhere but the registry.
+"""
 
 from __future__ import annotations
 
