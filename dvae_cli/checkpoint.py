@@ -2,6 +2,9 @@
 
 Never pickle: tensors go in the safetensors body, everything else in its string metadata
 as JSON. Files are written atomically.
+
+Owns: the checkpoint and training-state files. Must not: decide which file to load
+(runfolder.py resolves checkpoint arguments) or spell run-folder names.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import safetensors
 import safetensors.torch
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, ModelConfig
-from .pretrained import is_pretrained, pretrained_path
+from .runfolder import resolve_checkpoint
 
 CHECKPOINT_FORMAT = "dvae-checkpoint"
 STATE_FORMAT = "dvae-train-state"
 FORMAT_VERSION = 1
-BEST, LAST, STATE = "best.safetensors", "last.safetensors", "state.safetensors"
 
 
 @dataclass
@@ -137,21 +139,6 @@ def _model_config(metadata: dict[str, str], path: Path) -> ModelConfig:
         raise DVAEError(f"{path}: corrupt model config in metadata") from None
     except DVAEError as e:
         raise DVAEError(f"{path}: corrupt model config in metadata ({e})") from None
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, a run folder's best (else last) checkpoint, or a shipped `pretrained:NAME`."""
-    if is_pretrained(path):
-        return pretrained_path(path)
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, LAST):
-            if (path / name).is_file():
-                return path / name
-        raise DVAEError(f"{path}: run folder without {BEST} or {LAST} (has training finished an epoch?)")
-    if not path.exists():
-        raise DVAEError(f"{path}: no such checkpoint file or run folder")
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:

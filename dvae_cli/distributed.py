@@ -1,4 +1,7 @@
-"""Several processes, one job: torchrun's environment, the process group and the few collectives dvae uses.
+"""Where dvae computes: the device (`resolve_device`), and several processes as one job: torchrun's
+environment, the process group and the few collectives dvae uses.
+
+Owns: devices and processes. Must not: know what is computed.
 
 Outside torchrun (WORLD_SIZE unset or 1) every helper is a no-op for a world of one process, so
 single-process code paths stay exactly as they are. See docs/SCALING.md.
@@ -19,6 +22,21 @@ from .errors import DVAEError
 
 TIMEOUT_ENV = "DVAE_DIST_TIMEOUT"  # seconds a collective may wait for the other processes
 DEFAULT_TIMEOUT = 600.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' = cuda when available, else mps (Apple), else cpu; asking for a missing device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DVAEError("--device cuda: no CUDA device is available (try --device cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DVAEError("--device mps: Apple's MPS is not available (try --device cpu)")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
 
 
 def launched() -> bool:

@@ -1,4 +1,7 @@
-"""The one exception type for mistakes a user can fix (bad input, missing files)."""
+"""The one exception type for mistakes a user can fix (bad input, missing files).
+
+Owns: the error type. Must not: print or exit (the CLI's user_errors does).
+"""
 
 
 class DVAEError(Exception):

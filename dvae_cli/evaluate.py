@@ -1,5 +1,7 @@
 """Evaluation with exact one-hot samples: reconstruction log-likelihood, KL, ELBO, an
-importance-weighted estimate of log p(x), and statistics of the codes."""
+importance-weighted estimate of log p(x), and statistics of the codes.
+
+Owns: the metrics. Must not: train, write files or draw noise other than through model.draw_gumbel."""
 
 from __future__ import annotations
 
@@ -9,13 +11,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .model import DiscreteVAE, gumbel_noise, kl_to_uniform, log_likelihood, one_hot_sample
+from .model import DiscreteVAE, draw_gumbel, kl_to_uniform, log_likelihood, one_hot_sample, relaxed_sample
 
 DEFAULT_IW_SAMPLES = 100
-
-
-def _gumbel(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
-    return gumbel_noise(torch.rand(shape, generator=generator, device=generator.device))
 
 
 @torch.no_grad()
@@ -28,7 +26,7 @@ def elbo_terms(
     for start in range(0, len(data), batch_size):
         x = data[start : start + batch_size]
         log_pi = model.encode(x)
-        y = one_hot_sample(log_pi, _gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)))
+        y = one_hot_sample(log_pi, draw_gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)))
         log_lik = log_likelihood(model.decode(y), x)
         totals += torch.stack([log_lik.sum(), kl_to_uniform(log_pi).sum()]).double()
     log_lik, kl = (totals / max(len(data), 1)).tolist()
@@ -51,7 +49,7 @@ def iw_log_px(
     for start in range(0, samples, per_chunk):
         s = min(per_chunk, samples - start)
         lp = log_pi.expand(s, *log_pi.shape)  # (s, B, D, K)
-        y = one_hot_sample(lp, _gumbel(generator, tuple(lp.shape)))
+        y = one_hot_sample(lp, draw_gumbel(generator, tuple(lp.shape)))
         log_q = (y * lp).sum(dim=(-2, -1))  # (s, B)
         x_logits = model.decode(y.reshape(-1, cfg.latent_vars, cfg.classes))
         log_lik = log_likelihood(x_logits, x.repeat(s, 1)).view(s, len(x))
@@ -125,6 +123,6 @@ def relaxed_log_lik(
     for start in range(0, len(data), batch_size):
         x = data[start : start + batch_size]
         log_pi = model.encode(x)
-        y = torch.softmax((log_pi + _gumbel(generator, (len(x), cfg.latent_vars, cfg.classes))) / tau, dim=-1)
+        y = relaxed_sample(log_pi, draw_gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)), tau)
         total += log_likelihood(model.decode(y), x).sum().double()
     return total.item() / max(len(data), 1)

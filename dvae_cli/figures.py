@@ -4,13 +4,15 @@ Figure 5.1), reconstructions (Figure 5.2), prior samples, per-variable traversal
 The array functions take a model and binarized images (N, 784) and return numpy arrays.
 The figure functions take those arrays and return matplotlib Figures (no pyplot, no display);
 `save_figure` writes one as PNG, SVG or PDF. Digits are drawn ink-black on white, each pixel a
-`scale` x `scale` block (no interpolation); probabilities use the viridis colormap.
+`scale` x `scale` block (no interpolation), GAP-pixel grey lines between them (`tile`: the one grid
+look of every picture of digits, `dvae decode -o x.png` included); probabilities use viridis.
+
+Owns: pictures. Must not: parse flags or pick checkpoints (the CLI does).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +22,6 @@ import torch
 from torch import Tensor
 
 from .errors import DVAEError
-from .train import read_metrics
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, one_hot_argmax
 
@@ -73,7 +74,7 @@ def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
     cfg = model.config
     generator = torch.Generator().manual_seed(seed)
     classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
-    codes = torch.nn.functional.one_hot(classes, cfg.classes).float()
+    codes = torch.nn.functional.one_hot(classes, cfg.classes).float().to(next(model.parameters()).device)
     return torch.sigmoid(model.decode(codes)).cpu().numpy()
 
 
@@ -84,8 +85,8 @@ def traversal(model: DiscreteVAE, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     cfg = model.config
     code = one_hot_argmax(model.encode(x.view(1, -1)))[0]  # (D, K)
     codes = code.repeat(cfg.latent_vars, cfg.classes, 1, 1)  # [v, k] = the code ...
-    variables = torch.arange(cfg.latent_vars)
-    codes[variables, :, variables, :] = torch.eye(cfg.classes)  # ... with variable v one-hot k
+    variables = torch.arange(cfg.latent_vars, device=code.device)
+    codes[variables, :, variables, :] = torch.eye(cfg.classes, device=code.device)  # ... with variable v one-hot k
     means = torch.sigmoid(model.decode(codes.view(-1, cfg.latent_vars, cfg.classes)))
     return means.view(cfg.latent_vars, cfg.classes, -1).cpu().numpy(), code.argmax(-1).cpu().numpy()
 
@@ -224,23 +225,6 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
     fig.colorbar(image, cax=bar, label="probability pi_dk")
     fig.suptitle(title, x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
     return fig
-
-
-def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
-    """A run folder's method (from config.json) and per-epoch metrics (metrics.jsonl)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        what = "not a run folder" if not (run_dir / "config.json").is_file() else "no epoch finished yet"
-        raise DVAEError(f"{run_dir}: {what} (no metrics.jsonl)")
-    metrics = read_metrics(run_dir)
-    try:
-        method = json.loads((run_dir / "config.json").read_text())["train"]["method"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DVAEError(f"{run_dir}: corrupt run folder ({e})") from None
-    if not metrics:
-        raise DVAEError(f"{path}: no epochs recorded yet")
-    return method, metrics
 
 
 CURVES = (

@@ -1,10 +1,14 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind."""
+"""Output files: atomic writes (a crash or Ctrl-C never leaves a half-written file behind) and
+the output policy ("-" is stdout).
+
+Owns: how every file dvae writes reaches the disk. Must not: know what the bytes mean."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -65,3 +69,16 @@ def deferred_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def open_output(target: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
+    """A binary output: "-" is stdout, a path is written atomically, a file object is used as is."""
+    if isinstance(target, (str, os.PathLike)) and str(target) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+    elif isinstance(target, (str, os.PathLike)):
+        with atomic_open(target) as f:
+            yield f
+    else:
+        yield target

@@ -4,6 +4,8 @@ Every source is checked (shape, dtype, range, NaN) and binarized exactly as in t
 (uint8 x/255 >= 0.5, float x >= 0.5, bool as is). `.npy` files and stdin are read in chunks,
 never memory-mapped or loaded whole, so resident memory stays bounded for any N; nothing
 is ever unpickled.
+
+Owns: reading and checking images to encode. Must not: run a model or know code formats.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import sys
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import numpy as np
-import torch
 
 from .data import binarize, read_idx
 from .errors import DVAEError
+
+if TYPE_CHECKING:
+    import torch
 
 # what numpy's .npy header parser raises on bad bytes (it tokenizes and literal-evals the header)
 NPY_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, EOFError, OSError)
@@ -66,6 +70,8 @@ def _check_shape(shape: tuple[int, ...], name: str) -> None:
 def binarize_array(array: np.ndarray, name: str = "images", first: int = 0) -> torch.Tensor:
     """Check an image array (uint8 0-255, float in [0, 1] or bool; (N, 28, 28) or (N, 784))
     and binarize it as in training: float32 (N, 784) of 0/1. `first` numbers the images in errors."""
+    import torch  # here, not at the top: opening and checking sources needs no torch
+
     array = np.asarray(array)
     _check_dtype(array.dtype, name)
     _check_shape(array.shape, name)
@@ -211,4 +217,6 @@ def open_images(source: str | Path, stdin: BinaryIO | None = None) -> ImageSourc
 
 def read_images(source: str | Path, stdin: BinaryIO | None = None) -> torch.Tensor:
     """All images of a source (see `open_images`) as one float32 (N, 784) tensor of 0/1."""
+    import torch
+
     return torch.cat([torch.zeros(0, PIXELS), *open_images(source, stdin).chunks()])

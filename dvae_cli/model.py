@@ -1,5 +1,10 @@
 """The categorical VAE of the thesis (784-500-(30x10)-500-784, softplus, Bernoulli output)
-and the few functions every method shares: Gumbel noise, one-hot sampling, KL, log-likelihood."""
+and the few functions every method shares: Gumbel noise, one-hot and relaxed samples, KL,
+log-likelihood.
+
+Owns: the network and the sampling math; every Gumbel draw in dvae goes through `gumbel_noise`
+(training through methods.Noise, evaluation and encoding through `draw_gumbel`). Must not: know
+about training loops, files or the CLI."""
 
 from __future__ import annotations
 
@@ -71,6 +76,16 @@ def gumbel_noise(uniform: Tensor) -> Tensor:
     """Standard Gumbel noise -log(-log u) from uniforms in [0, 1)."""
     tiny = torch.finfo(uniform.dtype).tiny
     return -torch.log(-torch.log(uniform.clamp_min(tiny)))
+
+
+def draw_gumbel(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    """Standard Gumbel noise of `shape` from `generator`, on the generator's device."""
+    return gumbel_noise(torch.rand(shape, generator=generator, device=generator.device))
+
+
+def relaxed_sample(log_pi: Tensor, gumbel: Tensor, tau: float) -> Tensor:
+    """The Gumbel-Softmax sample softmax((log pi + g) / tau) (Jang et al. 2017, eq. 1)."""
+    return F.softmax((log_pi + gumbel) / tau, dim=-1)
 
 
 def one_hot_sample(log_pi: Tensor, gumbel: Tensor) -> Tensor:

@@ -2,6 +2,8 @@
 
 They are the float32 best checkpoints of `dvae reproduce` runs (docs/RESULTS.md gives their rows
 and commands), with their full training record in the safetensors metadata.
+
+Owns: the `pretrained:NAME` names and their files. Must not: load them (checkpoint.py does).
 """
 
 from __future__ import annotations

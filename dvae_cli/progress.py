@@ -1,4 +1,7 @@
-"""Progress on stderr: Rich progress bars on a terminal, plain lines otherwise."""
+"""Progress on stderr: Rich progress bars on a terminal, plain lines otherwise.
+
+Owns: every progress line and bar. Must not: write to stdout (data and results go there).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ method) over several seeds, evaluate them under one protocol, and compare with T
 Each (model, seed) gets a run folder `<out>/<model>-seed<k>`: skipped when complete, resumed
 when partial, trained otherwise. Evaluation uses the best checkpoint (lowest validation -ELBO)
 with exact one-hot samples, and is cached in the run folder, so re-running is cheap.
+
+Owns: the model catalogue, the reuse rules of runs, results.json and results.md. Must not:
+spell CLI flags (commandline.py) or print (the CLI prints the tables).
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import BEST, STATE, load_checkpoint
+from .checkpoint import load_checkpoint
+from .commandline import train_command
 from .data import load_split
 from .errors import DVAEError
 from .evaluate import evaluate, relaxed_log_lik
 from .fileio import atomic_write_text
 from .methods import make_method
 from .progress import Reporter
-from .train import CONFIG, TrainConfig, read_metrics, resolve_device, resume, train
+from .distributed import resolve_device
+from .runfolder import BEST, CONFIG, STATE, read_config, read_metrics
+from .train import TrainConfig, resume, train
 
 EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
 EVAL_SEED = 0  # the seed of `dvae eval`: `dvae eval RUN --split test --iw K` gives the same numbers
@@ -112,10 +118,7 @@ def parse_seeds(text: str) -> list[int]:
 def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
     """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
     if (run / CONFIG).is_file():
-        try:
-            saved = json.loads((run / CONFIG).read_text())["train"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DVAEError(f"{run}/{CONFIG}: corrupt run config ({e})") from None
+        saved = read_config(run)["train"]
         hparams = dataclasses.asdict(make_method(config.method, config.hparams).config)  # defaults filled in
         wanted = dataclasses.replace(config, hparams=hparams).to_dict()
         differ = [k for k in MATCHED if saved.get(k) != wanted[k]]
@@ -271,12 +274,8 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def train_flags(row: dict) -> str:
-    """The `dvae train` flags of a model (beyond --seed, --epochs and the protocol's defaults)."""
-    flags = [f"--method {row['method']}"]
-    for key, value in {**row["hparams"], **row["train"]}.items():
-        flag = "--" + key.replace("_", "-")
-        flags.append(flag if value is True else f"{flag} {value}")
-    return "dvae train " + " ".join(flags)
+    """The `dvae train` command of a model (beyond --seed, --epochs and the protocol's defaults)."""
+    return train_command(row["method"], {**row["hparams"], **row["train"]})
 
 
 def markdown(results: dict) -> str:

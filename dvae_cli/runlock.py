@@ -5,7 +5,8 @@ O_EXCL, so of two processes that race for it exactly one wins. A lock whose owne
 this host that no longer exists (killed with -9, a crashed machine) is stale: it is taken over,
 and the caller is told. A lock held by a live process, or by one on another host (whose liveness
 cannot be checked from here), is refused with a message that says what to do.
-This module does not know what a run folder holds; it only guards it.
+
+Owns: the lock file. Must not: know what a run folder holds (runfolder.py does); it only guards it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""The training loop and the run folder (config.json, metrics.jsonl, checkpoints, resume state)."""
+"""The training loop: a Run builds model, method, optimizer and data from a TrainConfig, trains
+epoch by epoch and writes its run folder (through runfolder.py), under torchrun too.
+
+Owns: the loop, the schedule of an epoch, what an epoch records. Must not: spell the run folder's
+file names (runfolder.py), resolve devices (distributed.py) or parse CLI flags."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import sys
@@ -13,17 +16,20 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed
-from .checkpoint import BEST, LAST, STATE, TrainState, load_state, save_checkpoint, save_state
+from . import distributed
+from ._version import __version__
+from .checkpoint import TrainState, load_state, save_checkpoint, save_state
 from .data import load_split
 from .errors import DVAEError
-from .fileio import atomic_write_text, deferred_interrupt
+from .distributed import resolve_device
+from .fileio import deferred_interrupt
 from .methods import Method, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig, code_diversity
 from .progress import Reporter
+from .runfolder import (BEST, LAST, STATE, default_out, is_run, read_config, read_metrics, write_config,
+                        write_metrics)
 
-CONFIG, METRICS = "config.json", "metrics.jsonl"
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
 
 
@@ -48,30 +54,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return cls(**{**d, "model": ModelConfig(**d["model"])})
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of a run folder's metrics.jsonl ([] before its first epoch)."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise DVAEError(f"{path}: corrupt metrics ({e})") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' = cuda when available, else cpu; asking for a missing device is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DVAEError("--device cuda: no CUDA device is available (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DVAEError("--device mps: Apple's MPS is not available (try --device cpu)")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> dict:
@@ -183,7 +165,7 @@ class Run:
             self.best = record["valid_neg_elbo"]
             save_checkpoint(self.out / BEST, self.model, method, hparams, self.epoch, record, info)
         save_checkpoint(self.out / LAST, self.model, method, hparams, self.epoch, record, info)
-        atomic_write_text(self.out / METRICS, "".join(json.dumps(m) + "\n" for m in self.metrics))
+        write_metrics(self.out, self.metrics)
         save_state(self.out / STATE, TrainState(
             self.epoch, self.model.state_dict(), self.optimizer.state_dict(),
             self.generator.get_state(), self.best))
@@ -226,21 +208,16 @@ class Run:
         self.reporter.log(_format_epoch(record, self.config.epochs))
 
 
-def default_out(method: str) -> Path:
-    return Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter | None = None) -> Path:
     """Train a new run into `out` (default runs/<method>-<timestamp>); returns the folder."""
     out = Path(out) if out is not None else default_out(config.method)
-    if (out / STATE).exists() or (out / CONFIG).exists():
+    if is_run(out):
         raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
     with distributed.process_group(resolve_device(config.device)):
         run = Run(config, out, reporter or Reporter())
         if distributed.is_main():
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / CONFIG, json.dumps(
-                {"train": config.to_dict(), "environment": environment(run.device)}, indent=2) + "\n")
+            write_config(out, {"train": config.to_dict(), "environment": environment(run.device)})
         run.fit()
     return out
 
@@ -254,15 +231,13 @@ def resume(
     `data_dir` points to MNIST when it has moved since the run started (the data must be the same).
     """
     out = Path(out)
-    if not (out / CONFIG).is_file():
-        raise DVAEError(f"{out}: not a run folder (no {CONFIG})")
+    saved = read_config(out)
     if not (out / STATE).is_file():
         raise DVAEError(f"{out}: no complete epoch to resume from (no {STATE}); start a new run instead")
     try:
-        saved = json.loads((out / CONFIG).read_text())
         config = TrainConfig.from_dict(saved["train"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DVAEError(f"{out}/{CONFIG}: corrupt run config ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise DVAEError(f"{out}: corrupt run config ({e})") from None
     for name, value in LEGACY_HPARAMS.items():  # runs recorded before the option existed did without it
         config.hparams.setdefault(name, value)
     if epochs is not None:
@@ -279,6 +254,6 @@ def resume(
         run.restore()  # every process reads the folder: under torchrun, on a file system they share
         if epochs is not None and distributed.is_main():
             saved["train"]["epochs"] = epochs
-            atomic_write_text(out / CONFIG, json.dumps(saved, indent=2) + "\n")
+            write_config(out, saved)
         run.fit()
     return out

@@ -311,7 +311,7 @@ def test_cli_stdin_stdout_binarize_and_png(tmp_path, imgs, tiny_run, loaded):
     codes = encode(loaded.model, np.load(imgs))
     assert images.dtype == np.uint8 and np.array_equal(images, decode(loaded.model, codes) >= 0.5)
     assert cli("decode", "-", "-o", tmp_path / "grid.png", "--ckpt", tiny_run, input=encoded.stdout_bytes).exit_code == 0
-    assert Image.open(tmp_path / "grid.png").size == (5 * 28, 4 * 28)  # 20 images: 5 columns, 4 rows
+    assert Image.open(tmp_path / "grid.png").size == (5 * 30 + 2, 4 * 30 + 2)  # 20 images: 5 columns, 4 rows, 2-pixel gaps
 
 
 def test_cli_sample_is_the_seeded_gumbel_max(tmp_path, imgs, tiny_run, loaded):
@@ -429,7 +429,7 @@ def test_shell_pipelines(tmp_path, tiny_run, mnist_dir, loaded):
     assert len(top) == min(10, len(lines)) and int(top[0].split()[0]) == counts.max()
     assert np.array_equal(read_codes(tmp_path / "codes.bin").indices, codes)
     assert len(read_codes(tmp_path / "t10k.bin").indices) == 300
-    assert Image.open(tmp_path / "grid.png").size == (18 * 28, 17 * 28)  # 300 images: 18 columns, 17 rows
+    assert Image.open(tmp_path / "grid.png").size == (18 * 30 + 2, 17 * 30 + 2)  # 300 images: 18 columns, 17 rows
 
 
 def test_a_reader_that_stops_early_ends_encode_quietly(tmp_path, tiny_run, monkeypatch, capsys):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from dvae_cli import figures
 from dvae_cli.checkpoint import load_checkpoint
 from dvae_cli.cli import app
-from dvae_cli.cli_figures import heatmap_text
+from dvae_cli.cli.figures import heatmap_text
 from dvae_cli.data import load_split
 from dvae_cli.figures import GAP, MIN_WIDTH, SIDE, encode_pi, reconstruct, traversal
 

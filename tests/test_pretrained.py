@@ -78,3 +78,14 @@ def test_encode_decode_with_pretrained(tmp_path):
     decoded = np.load(tmp_path / "out.npy", allow_pickle=False)
     assert decoded.shape == (4, 28, 28)
     assert decoded[:, 8:20, 12:16].mean() > decoded[:, :4, :].mean()  # the bar survives the round trip
+
+
+def test_dvae_pretrained_lists_every_shipped_checkpoint_offline():
+    result = runner.invoke(app, ["pretrained"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(PRETRAINED) and all(line.startswith("pretrained:") for line in lines)
+    rows = [json.loads(line) for line in runner.invoke(app, ["pretrained", "--json"]).stdout.splitlines()]
+    assert [r["name"] for r in rows] == [f"pretrained:{n}" for n in PRETRAINED]
+    for row in rows:
+        assert row["fingerprint"] == load_checkpoint(row["name"]).fingerprint and row["valid_neg_elbo"] > 0

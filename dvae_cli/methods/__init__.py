@@ -1,4 +1,7 @@
-"""The registry of training methods: one file each, one line here."""
+"""The registry of training methods: one file each, one line here.
+
+Owns: which methods exist and building one from its settings (the one check of those settings).
+Must not: spell CLI flags (commandline.py does)."""
 
 from __future__ import annotations
 
@@ -26,13 +29,21 @@ def get_method(name: str) -> type[Method]:
         raise DVAEError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
+class UnknownSettings(DVAEError):
+    """Settings that the method does not have (`names`)."""
+
+    def __init__(self, method: str, names: list[str]):
+        super().__init__(f"method {method} has no hyper-parameter(s) {', '.join(names)}")
+        self.names = names
+
+
 def make_method(name: str, hparams: dict | None = None) -> Method:
     """A method with its Config built from `hparams` (unknown keys are an error)."""
     cls = get_method(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = set(hparams or {}) - fields
     if unknown:
-        raise DVAEError(f"method {name} has no hyper-parameter(s) {', '.join(sorted(unknown))}")
+        raise UnknownSettings(name, sorted(unknown))
     config = cls.Config(**(hparams or {}))
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
@@ -41,4 +52,4 @@ def make_method(name: str, hparams: dict | None = None) -> Method:
     return cls(config)
 
 
-__all__ = ["METHODS", "Method", "Noise", "Step", "get_method", "make_method"]
+__all__ = ["METHODS", "Method", "Noise", "Step", "UnknownSettings", "get_method", "make_method"]

@@ -1,4 +1,7 @@
-"""The interface every training method implements, and the noise source they draw from."""
+"""The interface every training method implements, the noise source they draw from, and the
+-ELBO that every method backpropagating through its code shares.
+
+Owns: Method, Noise, Step, the common settings. Must not: know any one method."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DVAEError
-from ..model import DiscreteVAE, gumbel_noise
+from ..model import DiscreteVAE, gumbel_noise, kl_to_uniform, log_likelihood
 
 
 class Noise:
@@ -43,6 +46,14 @@ class Step(NamedTuple):
     log_lik: Tensor  # (B,) log p(x|y) of the sample the method trained on (detached)
     kl: Tensor  # (B,) KL(q(y|x) || uniform) (detached)
     log_pi: Tensor  # (B, D, K) the encoder's log-probabilities, with their gradient (for the diversity term)
+
+
+def neg_elbo_step(model: DiscreteVAE, x: Tensor, log_pi: Tensor, y: Tensor) -> Step:
+    """The batch's -ELBO = KL(q(y|x) || uniform) - log p(x|y) (eq. 5.1) with the code y standing in
+    for the sample: the loss of the methods whose gradient reaches the encoder through y."""
+    log_lik = log_likelihood(model.decode(y), x)
+    kl = kl_to_uniform(log_pi)
+    return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
 
 
 def ramp(epoch: int, warmup: int) -> float:

@@ -12,6 +12,9 @@ space and renormalizes, pi_hat = softmax(2 log pi(x) - log pi(x')), always a dis
 By default the encoder also carries the code-diversity term (model.code_diversity, weight
 `diversity`, 1): eq. 5.4's KL taken on the batch-mean pi rather than per image. Without it
 (`diversity=0`, the literal reading) each variable collapses onto about 2 of its 10 classes.
+
+Owns: the DTP loss and its settings. Must not: draw noise itself (methods.Noise) or add the
+diversity term (the training loop does).
 """
 
 from __future__ import annotations

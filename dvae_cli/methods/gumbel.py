@@ -1,16 +1,19 @@
 """Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017): the relaxed sample
-softmax((log pi + g) / tau), trained by backpropagation on -ELBO, tau annealed per epoch."""
+softmax((log pi + g) / tau), trained by backpropagation on -ELBO, tau annealed per epoch.
+
+Owns: the Gumbel-Softmax loss, its settings and temperature schedule. Must not: draw noise
+itself (methods.Noise; the relaxed sample is model.relaxed_sample).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood
-from .base import CommonConfig, Method, Noise, Step
+from ..model import DiscreteVAE, relaxed_sample
+from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 
 
 @dataclass
@@ -32,11 +35,6 @@ def temperature_schedule(config: GumbelConfig, epoch: int) -> dict[str, float]:
     return {"tau": tau, "lr_scale": config.lr_decay**epoch}
 
 
-def relaxed_sample(log_pi: Tensor, gumbel: Tensor, tau: float) -> Tensor:
-    """The Gumbel-Softmax sample softmax((log pi + g) / tau)."""
-    return F.softmax((log_pi + gumbel) / tau, dim=-1)
-
-
 class Gumbel(Method):
     name = "gumbel"
     summary = "relaxed Gumbel-Softmax, backpropagation on -ELBO"
@@ -49,6 +47,4 @@ class Gumbel(Method):
         cfg = model.config
         log_pi = model.encode(x)
         y = relaxed_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes), schedule["tau"])
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)

@@ -2,7 +2,10 @@
 and Beyond", Algorithm 2): a straight-through estimator with second-order accuracy (Heun's
 method). Forward: the exact one-hot sample D of pi0 = softmax(theta). Backward: the gradient of
 pi2 = 2 pi1 - pi0 / 2, where pi1 = (D + softmax(theta / tau)) / 2 enters through a softmax
-Jacobian taken at pi1."""
+Jacobian taken at pi1.
+
+Owns: the ReinMax loss and its settings. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DVAEError
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import CommonConfig, Method, Noise, Step
+from ..model import DiscreteVAE, one_hot_sample
+from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 
 
 @dataclass
@@ -42,6 +45,4 @@ class ReinMax(Method):
         pi1 = F.softmax((pi1.log() - log_pi).detach() + log_pi, dim=-1)  # value pi1, Jacobian at pi1
         pi2 = 2 * pi1 - 0.5 * pi0
         y = sample + pi2 - pi2.detach()
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)

@@ -1,6 +1,9 @@
 """Score-function (REINFORCE) gradient with a leave-one-out baseline (Kool et al. 2019):
 S one-hot samples per image; the decoder is trained on their -log p(x|y); the encoder on
--(1/S) sum_s (f_s - mean of the other f) log q(y_s|x) + KL, with f_s = log p(x|y_s)."""
+-(1/S) sum_s (f_s - mean of the other f) log q(y_s|x) + KL, with f_s = log p(x|y_s).
+
+Owns: the RLOO loss and its settings. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
 """Plain straight-through (Bengio et al. 2013): the exact one-hot Gumbel-max sample forward,
-the gradient of pi = softmax(logits) backward (d y / d pi taken as the identity)."""
+the gradient of pi = softmax(logits) backward (d y / d pi taken as the identity).
+
+Owns: the straight-through loss. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import Method, Noise, Step
+from ..model import DiscreteVAE, one_hot_sample
+from .base import Method, Noise, Step, neg_elbo_step
 
 
 class StraightThrough(Method):
@@ -18,6 +21,4 @@ class StraightThrough(Method):
         log_pi = model.encode(x)
         pi = log_pi.exp()
         y = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes)) + pi - pi.detach()
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)

@@ -1,13 +1,16 @@
 """Straight-through Gumbel-Softmax: the one-hot of the relaxed sample forward, its
-relaxed gradient backward (Jang et al. 2017, "ST Gumbel-Softmax")."""
+relaxed gradient backward (Jang et al. 2017, "ST Gumbel-Softmax").
+
+Owns: the straight-through Gumbel-Softmax loss. Must not: draw noise itself (methods.Noise).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_argmax
-from .base import Method, Noise, Step
-from .gumbel import GumbelConfig, relaxed_sample, temperature_schedule
+from ..model import DiscreteVAE, one_hot_argmax, relaxed_sample
+from .base import Method, Noise, Step, neg_elbo_step
+from .gumbel import GumbelConfig, temperature_schedule
 
 
 class STGumbel(Method):
@@ -24,6 +27,4 @@ class STGumbel(Method):
         soft = relaxed_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes), schedule["tau"])
         hard = one_hot_argmax(soft.detach())
         y = hard + soft - soft.detach()
-        log_lik = log_likelihood(model.decode(y), x)
-        kl = kl_to_uniform(log_pi)
-        return Step((kl - log_lik).mean(), log_lik.detach(), kl.detach(), log_pi)
+        return neg_elbo_step(model, x, log_pi, y)

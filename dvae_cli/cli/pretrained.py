@@ -1,4 +1,7 @@
-"""`dvae pretrained`: the checkpoints shipped inside the package, one line each (offline)."""
+"""`dvae pretrained`: the checkpoints shipped inside the package, one line each (offline).
+
+Owns: the listing's format. Must not: know which files ship (pretrained.py does).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,15 @@ import json
 
 import typer
 
-from .cli_common import stdout, user_errors
+from .common import JSON, stdout, user_errors
+
+app = typer.Typer()
 
 
-def pretrained(
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
-) -> None:
+@app.command()
+def pretrained(json_out: bool = JSON) -> None:
     """List the shipped checkpoints (usable wherever a checkpoint is asked for as pretrained:NAME)."""
-    from .pretrained import describe_pretrained
+    from ..pretrained import describe_pretrained
 
     with user_errors():
         rows = describe_pretrained()

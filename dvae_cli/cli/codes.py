@@ -1,4 +1,9 @@
-"""`dvae encode` and `dvae decode`: images to code files and back, made for shell pipelines."""
+"""`dvae encode`, `dvae decode` and `dvae cat`: images to code files and back, made for shell
+pipelines, and shards (`--shard I/N`, torchrun) joined into one file.
+
+Owns: the flags and the stdout/terminal checks of the codes commands. Must not: know a format's
+bytes (codes/formats/) or run the model itself (codes/model_side.py).
+"""
 
 from __future__ import annotations
 
@@ -13,46 +18,38 @@ from typing import BinaryIO, Iterator, Optional
 import numpy as np
 import typer
 
-from . import distributed
-from .checkpoint import Checkpoint, load_checkpoint
-from .cli_common import user_errors
-from .cli_scale import SHARD_HELP, encode_codes, shard_block
-from .codes import FORMATS, Codes, CodeWriter, decode_chunks, default_checkpoint, open_output, read_codes
-from .errors import DVAEError
-from .inputs import CHUNK, SIDE, open_images
-from .pretrained import NAMES as PRETRAINED_NAMES
-from .progress import for_terminal
-from .train import resolve_device
+from ..codes.formats import FORMATS, format_for, formats_help, get_format
+from ..errors import DVAEError
+from ..inputs import CHUNK, SIDE
+from .common import (CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_stdin, check_writable,
+                     checkpoint, checkpoint_name, output_option, user_errors)
 
+app = typer.Typer()
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
-CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES} (default: $DVAE_CKPT, else the "
-             "newest run under ./runs, else pretrained:best).")
-DEVICE_HELP = "auto (cuda when available), cpu, cuda or mps."
+SHARD_HELP = ("Encode only block I of N equal contiguous blocks of the input (I = 0 .. N-1), e.g. one job "
+              "of a job array; join the outputs in order with `dvae cat`.")
+JSON_SUMMARY = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE).")
+
+
+def shard_block(spec: str | None, count: int) -> slice:
+    """The images of `--shard I/N` (all of them without it), or a clear error for a bad spec."""
+    from ..distributed import shard
+
+    if spec is None:
+        return slice(0, count)
+    index, _, parts = spec.partition("/")
+    if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
+        raise DVAEError(f"--shard {spec}: expected I/N with 0 <= I < N, e.g. --shard 0/4")
+    return shard(count, int(parts), int(index))
 
 
 def _check_io(source: str, output: str, binary_output: bool) -> None:
     """Fail before any work on a terminal where data should flow, or an output that cannot be written."""
-    if source == "-" and sys.stdin.isatty():
-        raise DVAEError("input '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
-    if output == "-":
-        if binary_output and sys.stdout.isatty():
-            raise DVAEError("-o - writes binary data to stdout, which is a terminal: redirect or pipe it")
-        return
-    path = Path(output).absolute()
-    if path.is_dir():
-        raise DVAEError(f"-o {output}: is a folder; give a file name")
-    folder = next(p for p in path.parents if p.exists())  # missing folders get created
-    if not os.access(folder, os.W_OK):
-        raise DVAEError(f"-o {output}: cannot write in {folder}")
-
-
-def _format_for(output: str) -> str:
-    """The format an output name suggests: .npy -> indices, .txt -> text, else packed."""
-    return {".npy": "indices", ".txt": "text"}.get(Path(output).suffix.lower(), "packed")
-
-
-def _load(ckpt: Optional[Path], device: str) -> Checkpoint:
-    return load_checkpoint(ckpt or default_checkpoint(), distributed.local_device(resolve_device(device)))
+    check_stdin(source)
+    if output != "-":
+        check_writable(output)
+    elif binary_output:
+        check_binary_stdout(output)
 
 
 def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
@@ -62,36 +59,42 @@ def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
         print(line, file=sys.stderr)
 
 
+@app.command()
 def encode(
     source: str = typer.Argument(..., metavar="INPUT", help="Images: a .npy array (N,28,28) or (N,784) of uint8 "
                                  "0-255, float in [0,1] or bool; an MNIST IDX file (gzip or raw); a PNG or a "
                                  "folder of PNGs; - = a .npy on stdin."),
-    output: str = typer.Option(..., "--output", "-o", help="Codes file; - = stdout."),
-    ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
-    format: Optional[Format] = typer.Option(None, "--format", "-f", help="packed (header + 13 bytes an image "
-                                            "for D=30, K=10), onehot, indices (.npy) or text (a line an image). "
-                                            "Default: indices for *.npy, text for *.txt, else packed."),
+    output: str = output_option("Codes file; - = stdout."),
+    ckpt: Optional[str] = CKPT,
+    format: Optional[Format] = typer.Option(None, "--format", "-f", help=formats_help()),
     sample: bool = typer.Option(False, "--sample", help="Gumbel-max samples of q(y|x) instead of its argmax."),
     seed: int = typer.Option(0, help="Seed for --sample."),
     batch_size: int = typer.Option(CHUNK, min=1, help="Images per chunk (memory stays bounded)."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: str = DEVICE,
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=SHARD_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    json_out: bool = JSON_SUMMARY,
+    quiet: bool = QUIET,
 ) -> None:
     """Encode images into their codes: D class indices an image (the argmax of q(y|x) by default).
 
     Examples: dvae encode imgs.npy -o codes.bin;  cat imgs.npy | dvae encode - -o - --format text
     Under torchrun the processes share the work and rank 0 writes the file.
     """
-    with user_errors(), distributed.process_group(resolve_device(device)):
-        fmt = format.value if format else _format_for(output)
-        if json_out and output == "-":
-            raise DVAEError("--json prints on stdout, which -o - uses for the codes: give -o FILE")
+    from .. import distributed
+    from ..checkpoint import load_checkpoint
+    from ..codes import CodeWriter
+    from ..codes.model_side import encode_shared
+    from ..fileio import open_output
+    from ..inputs import open_images
+    from ..progress import for_terminal
+
+    with user_errors(), distributed.process_group(distributed.resolve_device(device)):
+        fmt = format.value if format else format_for(output)
+        check_json_output(json_out, output, "codes")
         if source == "-" and distributed.launched():
             raise DVAEError("under torchrun the input must be a file, not stdin")
-        _check_io(source, output, fmt != "text")
-        loaded = _load(ckpt, device)
+        _check_io(source, output, get_format(fmt).binary)
+        loaded = load_checkpoint(checkpoint(None, ckpt), distributed.local_device(distributed.resolve_device(device)))
         config = loaded.model.config
         images = open_images(source)
         block = shard_block(shard, len(images))
@@ -100,7 +103,7 @@ def encode(
         reporter = for_terminal(quiet or not main)
         reporter.task("encode", "encoding", count)
         try:
-            codes = encode_codes(loaded.model, images, block, batch_size, sample, seed)
+            codes = encode_shared(loaded.model, images, block, batch_size, sample, seed)
             if main:
                 with open_output(output) as f, CodeWriter(f, fmt, config.latent_vars, config.classes,
                                                           count, loaded.fingerprint) as writer:
@@ -111,15 +114,16 @@ def encode(
             reporter.close()
     if not main:
         return
+    name = checkpoint_name(ckpt, loaded.path)
     size = os.path.getsize(output) if output != "-" else None
     summary = {"images": count, "output": output, "format": fmt, "bytes": size, "shard": shard,
-               "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": str(loaded.path),
+               "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": name,
                "fingerprint": loaded.fingerprint, "sample": sample, "seed": seed if sample else None}
     where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"stdout ({fmt})"
-    _report(json_out, summary, f"encoded {count:,} images with {loaded.path} -> {where}", quiet)
+    _report(json_out, summary, f"encoded {count:,} images with {name} -> {where}", quiet)
 
 
-def _check_match(codes: Codes, loaded: Checkpoint, force: bool, name: str) -> None:
+def _check_match(codes, loaded, force: bool, name: str) -> None:
     """The codes must fit the checkpoint: same D and K always, same fingerprint unless --force."""
     config = loaded.model.config
     if codes.indices.shape[1] != config.latent_vars or codes.classes not in (None, config.classes):
@@ -141,46 +145,53 @@ def _write_npy(f: BinaryIO, chunks: Iterator[np.ndarray], count: int, dtype: np.
 
 
 def _write_png(f: BinaryIO, chunks: Iterator[np.ndarray], count: int) -> None:
-    """A near-square grid of the images, row by row, white on black."""
+    """A near-square grid of the images, drawn as every figure draws digits (figures.tile)."""
     from PIL import Image
 
+    from ..figures import tile
+
     columns = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    tiles = np.zeros((rows * columns, SIDE, SIDE), np.uint8)
+    grid = np.full((math.ceil(count / columns) * columns, SIDE * SIDE), np.nan)
     start = 0
     for chunk in chunks:
-        tiles[start:start + len(chunk)] = np.rint(chunk * 255)
+        grid[start:start + len(chunk)] = chunk.reshape(len(chunk), -1)
         start += len(chunk)
-    grid = tiles.reshape(rows, columns, SIDE, SIDE).transpose(0, 2, 1, 3).reshape(rows * SIDE, columns * SIDE)
-    Image.fromarray(grid, "L").save(f, format="PNG")
+    Image.fromarray(tile(grid.reshape(-1, columns, SIDE * SIDE), scale=1), "RGB").save(f, format="PNG")
 
 
+@app.command()
 def decode(
     codes_file: str = typer.Argument(..., metavar="CODES", help="Codes file in any format (detected from its "
                                      "content); - = stdin."),
-    output: str = typer.Option(..., "--output", "-o", help="*.npy: (N,28,28) float32 Bernoulli means (uint8 0/1 "
-                               "with --binarize); *.png: a grid of the images; - = .npy on stdout."),
-    ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
+    output: str = output_option("*.npy: (N,28,28) float32 Bernoulli means (uint8 0/1 with --binarize); "
+                                "*.png: a grid of the images; - = .npy on stdout."),
+    ckpt: Optional[str] = CKPT,
     binarize: bool = typer.Option(False, "--binarize", help="Pixels 0/1 (mean >= 0.5) instead of the means."),
     force: bool = typer.Option(False, "--force", help="Decode codes made by another checkpoint "
                                "(D and K must still match)."),
     batch_size: int = typer.Option(CHUNK, min=1, help="Codes per chunk (memory stays bounded)."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    device: str = DEVICE,
+    json_out: bool = JSON_SUMMARY,
+    quiet: bool = QUIET,
 ) -> None:
     """Decode codes into images: the decoder's Bernoulli means, as .npy or a PNG grid.
 
     Example: dvae encode imgs.npy -o - | dvae decode - -o out.npy
     """
+    from .. import distributed
+    from ..checkpoint import load_checkpoint
+    from ..codes import read_codes
+    from ..codes.model_side import decode_chunks
+    from ..fileio import open_output
+    from ..progress import for_terminal
+
     with user_errors():
         suffix = "npy" if output == "-" else Path(output).suffix.lower().lstrip(".")
         if suffix not in ("npy", "png"):
             raise DVAEError(f"-o {output}: write images to a .npy or .png file (or - for .npy on stdout)")
-        if json_out and output == "-":
-            raise DVAEError("--json prints on stdout, which -o - uses for the images: give -o FILE")
+        check_json_output(json_out, output, "images")
         _check_io(codes_file, output, True)
-        loaded = _load(ckpt, device)
+        loaded = load_checkpoint(checkpoint(None, ckpt), distributed.local_device(distributed.resolve_device(device)))
         config = loaded.model.config
         codes = read_codes(codes_file, config.latent_vars, config.classes)
         name = "stdin" if codes_file == "-" else codes_file
@@ -205,6 +216,32 @@ def decode(
                     _write_npy(f, chunks(), count, np.dtype(np.uint8 if binarize else np.float32))
         finally:
             reporter.close()
-    summary = {"images": count, "output": output, "codes_format": codes.format, "checkpoint": str(loaded.path),
+    ckpt_name = checkpoint_name(ckpt, loaded.path)
+    summary = {"images": count, "output": output, "codes_format": codes.format, "checkpoint": ckpt_name,
                "fingerprint_checked": codes.fingerprint is not None and not force}
-    _report(json_out, summary, f"decoded {count:,} images with {loaded.path} -> {output}", quiet)
+    _report(json_out, summary, f"decoded {count:,} images with {ckpt_name} -> {output}", quiet)
+
+
+@app.command()
+def cat(
+    files: list[Path] = typer.Argument(..., metavar="CODES...", help="Codes files, joined in the order given."),
+    output: str = output_option("The joined codes file (same format); - = stdout."),
+    json_out: bool = JSON_SUMMARY,
+    quiet: bool = QUIET,
+) -> None:
+    """Join codes files (e.g. the shards of `dvae encode --shard I/N`) into one, in the order given.
+
+    The files must share format, D, K and checkpoint fingerprint. Example: dvae cat part-0.bin part-1.bin -o all.bin
+    """
+    from ..codes import join_codes
+
+    with user_errors():
+        check_json_output(json_out, output, "codes")
+        if output != "-" and Path(output).absolute() in {f.absolute() for f in files}:
+            raise DVAEError(f"-o {output}: is also an input; write the joined file elsewhere")
+        check_binary_stdout(output)
+        joined = join_codes(files, output)
+    summary = {"files": len(files), "images": len(joined.indices), "output": output, "format": joined.format,
+               "bytes": os.path.getsize(output) if output != "-" else None, "fingerprint": joined.fingerprint}
+    _report(json_out, summary, f"joined {len(files)} files, {len(joined.indices):,} codes ({joined.format}) "
+            f"-> {output}", quiet)

@@ -1,9 +1,12 @@
-"""`dvae heatmap`, `recon`, `samples`, `traverse` and `plot`: what a model learned, as figures."""
+"""`dvae heatmap`, `recon`, `samples`, `traverse` and `plot`: what a model learned, as figures.
+
+Owns: the flags of the figure commands and the terminal heatmap. Must not: draw a figure
+(figures.py does).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -12,24 +15,23 @@ import typer
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
-from torch import Tensor
 
-from .cli_common import DATA_DIR_HELP, Split, stdout, user_errors
-from .errors import DVAEError
-from .pretrained import NAMES as PRETRAINED_NAMES
+from ..errors import DVAEError
+from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, checkpoint, check_stdin, checkpoint_name,
+                     output_option, stdout, user_errors)
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from torch import Tensor
 
-CKPT_ARG = typer.Argument(..., help="Checkpoint file, run folder (then its best checkpoint), or "
-                          f"{PRETRAINED_NAMES} (shipped with dvae).")
+    from ..checkpoint import Checkpoint
+
+app = typer.Typer()
 INPUT_OPT = typer.Option(None, "--input", metavar="FILE",
                          help="Take the images from FILE (as `dvae encode` reads it; '-' = stdin) "
                               "instead of the MNIST split.")
 SPLIT_OPT = typer.Option(None, help="MNIST split to take the images from (default valid).")
-DATA_DIR_OPT = typer.Option(None, help=DATA_DIR_HELP)
 SCALE_OPT = typer.Option(2, min=1, max=8, help="Screen pixels per image pixel (no smoothing).")
-FIGURE_OPT = typer.Option(..., "-o", "--out", help="Figure file to write: .png, .svg or .pdf.")
+FIGURE_OPT = output_option("Figure file to write: .png, .svg or .pdf.")
 SHADES = " ░▒▓█"  # pi in [0, .2), [.2, .4), ... when the terminal shows no colour
 
 
@@ -40,13 +42,12 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
     if input is not None:
         if split is not None:
             raise DVAEError("give either --input or --split, not both")
-        if input == "-" and sys.stdin.isatty():
-            raise DVAEError("--input - reads stdin, but stdin is a terminal: pipe data in or give a file")
-        from .inputs import read_images
+        check_stdin(input, "--input")
+        from ..inputs import read_images
 
         images, source = read_images(input), "stdin" if input == "-" else Path(input).name
     else:
-        from .data import load_images
+        from ..data import load_images
 
         source = (split or Split.valid).value
         images = load_images(source, data_dir)
@@ -55,7 +56,7 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
                         f"(0-{len(images) - 1})")
     chosen = images[index:] if count is None else images[index : index + count]
     if input is None:
-        from .data import binarize
+        from ..data import binarize
 
         chosen = binarize(chosen)
     return chosen, source
@@ -66,11 +67,25 @@ def _label(ckpt: Checkpoint) -> str:
     return f"{ckpt.path.parent.name}/{ckpt.path.name} ({ckpt.method}, epoch {ckpt.epoch})"
 
 
-def _write(fig, out: Path) -> None:
-    from .figures import save_figure
+def _load(ckpt_arg: Optional[str], ckpt: Optional[str], device: str) -> Checkpoint:
+    """The checkpoint's model on the device."""
+    from ..checkpoint import load_checkpoint
+    from ..distributed import resolve_device
+
+    return load_checkpoint(checkpoint(ckpt_arg, ckpt), resolve_device(device))
+
+
+def _device(loaded: Checkpoint) -> object:
+    """Where the model is: the images go there."""
+    return next(loaded.model.parameters()).device
+
+
+def _write(fig, out: Path, quiet: bool) -> None:
+    from ..figures import save_figure
 
     save_figure(fig, out)
-    print(out)
+    if not quiet:
+        print(out)
 
 
 def heatmap_text(pi: np.ndarray, values: bool, color: bool) -> Text:
@@ -78,7 +93,7 @@ def heatmap_text(pi: np.ndarray, values: bool, color: bool) -> Text:
     figures' colormap (shade characters without colour); `values` prints the probabilities."""
     import matplotlib
 
-    from .figures import HEATMAP_CMAP
+    from ..figures import HEATMAP_CMAP
 
     cmap = matplotlib.colormaps[HEATMAP_CMAP]
     width = 5 if values else 3
@@ -109,139 +124,156 @@ def heatmap_text(pi: np.ndarray, values: bool, color: bool) -> Text:
     return text
 
 
+@app.command()
 def heatmap(
-    ckpt: Path = CKPT_ARG,
+    ckpt_arg: Optional[str] = CKPT_ARG,
+    ckpt: Optional[str] = CKPT,
     input: Optional[str] = INPUT_OPT,
     index: Optional[int] = typer.Option(None, min=0, help="Which image (0-based; default 0)."),
     mean: bool = typer.Option(False, "--mean", help="Average pi over all images of the split (or FILE)."),
     split: Optional[Split] = SPLIT_OPT,
     values: bool = typer.Option(False, "--values", help="Print the probabilities in the cells."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write a figure instead: .png, .svg or .pdf."),
+    output: Optional[Path] = output_option("Write a figure instead: .png, .svg or .pdf.", required=False),
     json_out: bool = typer.Option(False, "--json", help="Print the matrix as JSON instead."),
-    data_dir: Optional[Path] = DATA_DIR_OPT,
+    data_dir: Optional[Path] = DATA_DIR,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ) -> None:
     """Show pi = q(y|x), the encoder's 30x10 probabilities (thesis Figure 5.1).
 
     For one image (default: the first validation image) or averaged over a split (--mean).
     Draws in the terminal, or writes a figure with -o, or prints JSON with --json.
     """
-    from .checkpoint import load_checkpoint
-    from .figures import encode_pi, heatmap_figure, output_format, save_figure
+    from ..figures import encode_pi, heatmap_figure, output_format, save_figure
 
     with user_errors():
         if mean and index is not None:
             raise DVAEError("--mean averages over all images; --index does not apply")
-        if out is not None:
-            output_format(out)
-        loaded = load_checkpoint(ckpt)
+        if output is not None:
+            output_format(output)
+        loaded = _load(ckpt_arg, ckpt, device)
         index = None if mean else index or 0
         x, source = _images(input, split, data_dir, index or 0, None if mean else 1)
-        pi = encode_pi(loaded.model, x)
+        pi = encode_pi(loaded.model, x.to(_device(loaded)))
         if mean:
             pi, what = pi.mean(axis=0), f"mean over {len(x)} {source} images"
         else:
             pi, what = pi[0], f"{source} image {index}"
-        if out is not None:
-            save_figure(heatmap_figure(pi, f"pi = q(y|x), {what}\n{_label(loaded)}", values), out)
+        if output is not None:
+            save_figure(heatmap_figure(pi, f"pi = q(y|x), {what}\n{_label(loaded)}", values), output)
     if json_out:
-        print(json.dumps({"checkpoint": str(loaded.path), "method": loaded.method, "epoch": loaded.epoch,
+        name = checkpoint_name(ckpt_arg if ckpt_arg is not None else ckpt, loaded.path)
+        print(json.dumps({"checkpoint": name, "method": loaded.method, "epoch": loaded.epoch,
                           "source": input if input is not None else source, "index": index,
                           "images": len(x), "pi": pi.tolist()}))
-    elif out is not None:
-        print(out)
+    elif output is not None:
+        if not quiet:
+            print(output)
     else:
         stdout.print(Text(f"pi = q(y|x), {what}\n{_label(loaded)}\n"), soft_wrap=True)
         stdout.print(heatmap_text(pi, values, stdout.color_system is not None), soft_wrap=True)
 
 
+@app.command()
 def recon(
-    ckpt: Path = CKPT_ARG,
-    out: Path = FIGURE_OPT,
+    ckpt_arg: Optional[str] = CKPT_ARG,
+    ckpt: Optional[str] = CKPT,
+    output: Path = FIGURE_OPT,
     n: int = typer.Option(10, "-n", min=1, max=1000, help="Number of images."),
     index: int = typer.Option(0, min=0, help="First image (0-based)."),
     input: Optional[str] = INPUT_OPT,
     split: Optional[Split] = SPLIT_OPT,
     columns: int = typer.Option(10, min=1, help="Images per row."),
     scale: int = SCALE_OPT,
-    data_dir: Optional[Path] = DATA_DIR_OPT,
+    data_dir: Optional[Path] = DATA_DIR,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ) -> None:
     """Figure: input images above their reconstructions (thesis Figure 5.2).
 
     Each reconstruction shows the Bernoulli means decoded from the image's most likely one-hot code.
     """
-    from .checkpoint import load_checkpoint
-    from .figures import output_format, reconstruct, reconstructions_figure
+    from ..figures import output_format, reconstruct, reconstructions_figure
 
     with user_errors():
-        output_format(out)
-        loaded = load_checkpoint(ckpt)
+        output_format(output)
+        loaded = _load(ckpt_arg, ckpt, device)
         x, source = _images(input, split, data_dir, index, n)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
-        _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x), title, columns, scale), out)
+        _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x.to(_device(loaded))), title, columns, scale), output, quiet)
 
 
+@app.command()
 def samples(
-    ckpt: Path = CKPT_ARG,
-    out: Path = FIGURE_OPT,
+    ckpt_arg: Optional[str] = CKPT_ARG,
+    ckpt: Optional[str] = CKPT,
+    output: Path = FIGURE_OPT,
     n: int = typer.Option(64, "-n", min=1, max=1000, help="Number of samples."),
     seed: int = typer.Option(0, help="Seed for the codes."),
     columns: int = typer.Option(8, min=1, help="Images per row."),
     scale: int = SCALE_OPT,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ) -> None:
     """Figure: what the model generates, decoding n one-hot codes drawn uniformly from the prior.
 
     Each image shows the decoder's Bernoulli means.
     """
-    from .checkpoint import load_checkpoint
-    from .figures import output_format, prior_samples, samples_figure
+    from ..figures import output_format, prior_samples, samples_figure
 
     with user_errors():
-        output_format(out)
-        loaded = load_checkpoint(ckpt)
+        output_format(output)
+        loaded = _load(ckpt_arg, ckpt, device)
         title = f"Prior samples (uniform one-hot codes, seed {seed})\n{_label(loaded)}"
-        _write(samples_figure(prior_samples(loaded.model, n, seed), title, columns, scale), out)
+        _write(samples_figure(prior_samples(loaded.model, n, seed), title, columns, scale), output, quiet)
 
 
+@app.command()
 def traverse(
-    ckpt: Path = CKPT_ARG,
-    out: Path = FIGURE_OPT,
+    ckpt_arg: Optional[str] = CKPT_ARG,
+    ckpt: Optional[str] = CKPT,
+    output: Path = FIGURE_OPT,
     index: int = typer.Option(0, min=0, help="Which image (0-based)."),
     input: Optional[str] = INPUT_OPT,
     split: Optional[Split] = SPLIT_OPT,
     scale: int = SCALE_OPT,
-    data_dir: Optional[Path] = DATA_DIR_OPT,
+    data_dir: Optional[Path] = DATA_DIR,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
 ) -> None:
     """Figure: what each latent variable controls, for one image.
 
     Row v decodes the image's most likely code with variable v set to each class in turn
     (the other variables kept); the image's own class is framed in red.
     """
-    from .checkpoint import load_checkpoint
-    from .figures import output_format, reconstruct, traversal, traversal_figure
+    from ..figures import output_format, reconstruct, traversal, traversal_figure
 
     with user_errors():
-        output_format(out)
-        loaded = load_checkpoint(ckpt)
+        output_format(output)
+        loaded = _load(ckpt_arg, ckpt, device)
         x, source = _images(input, split, data_dir, index, 1)
-        grid, code = traversal(loaded.model, x[0])
+        grid, code = traversal(loaded.model, x[0].to(_device(loaded)))
         title = f"Traversal of {source} image {index} (red frame: its own code)\n{_label(loaded)}"
-        _write(traversal_figure(grid, code, x[0].numpy(), reconstruct(loaded.model, x)[0], title, scale), out)
+        _write(traversal_figure(grid, code, x[0].numpy(), reconstruct(loaded.model, x.to(_device(loaded)))[0], title, scale), output, quiet)
 
 
+@app.command()
 def plot(
     run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders (from dvae train)."),
-    out: Path = FIGURE_OPT,
+    output: Path = FIGURE_OPT,
+    quiet: bool = QUIET,
 ) -> None:
     """Figure: learning curves of runs, one line per run labelled by method.
 
     Validation -ELBO, reconstruction log p(x|y), KL and the tau/beta schedule per epoch.
     """
-    from .figures import curves_figure, output_format, read_run
+    from ..figures import curves_figure, output_format
+    from ..runfolder import read_run
 
     with user_errors():
-        output_format(out)
+        output_format(output)
         runs = []
         for run_dir in run_dirs:
             method, metrics = read_run(run_dir)
             runs.append((f"{method}: {run_dir.resolve().name}", metrics))
-        _write(curves_figure(runs), out)
+        _write(curves_figure(runs), output, quiet)

@@ -1,4 +1,7 @@
-"""`dvae reproduce`: the thesis's Table 5.1 (and every other method) trained, evaluated and compared."""
+"""`dvae reproduce`: the thesis's Table 5.1 (and every other method) trained, evaluated and compared.
+
+Owns: the terminal tables. Must not: train or evaluate (reproduce.py does).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
-from .cli_common import DATA_DIR_HELP, stdout, user_errors
-from .reproduce import MODELS, THESIS_MODELS, fmt, parse_seeds, select_models, thesis_cells
+from ..reproduce import MODELS, THESIS_MODELS, fmt, parse_seeds, select_models, thesis_cells
+from .common import DATA_DIR, DEVICE, QUIET, data_dir_arg, output_option, stdout, user_errors
+
+app = typer.Typer()
 
 
+@app.command()
 def reproduce(
     epochs: int = typer.Option(50, min=1, help="Epochs per run (the thesis: 50)."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; one run per model and seed."),
@@ -23,42 +29,45 @@ def reproduce(
     methods: Optional[str] = typer.Option(
         None, help=f"Comma-separated models to run (default: the thesis's three): {', '.join(MODELS)}."),
     all_models: bool = typer.Option(False, "--all", help="Also every other method and DTP variant."),
-    out: Path = typer.Option(Path("runs/reproduce"), help="Folder of the run folders and results files."),
+    output: Path = output_option("Folder of the run folders and results files (default runs/reproduce).",
+                                 required=False),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
-    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or mps."),
-    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    device: str = DEVICE,
+    data_dir: Optional[Path] = DATA_DIR,
     train_limit: Optional[int] = typer.Option(
         None, min=1, help="Train (and evaluate train) on the first N training images only: quick runs."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout instead of a table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = QUIET,
 ) -> None:
     """Train the thesis's three models over seeds, evaluate them and compare with its Table 5.1.
 
     Each run folder <out>/<model>-seed<k> is skipped when complete and resumed when partial.
     Writes <out>/results.json and <out>/results.md; progress goes to stderr.
     """
-    from .progress import for_terminal
-    from .reproduce import reproduce as run_all
-    from .train import TrainConfig
+    from ..progress import for_terminal
+    from ..reproduce import reproduce as run_all
+    from ..runfolder import RUNS
+    from ..train import TrainConfig
 
+    output = output or RUNS / "reproduce"
     with user_errors():
         names = methods.split(",") if methods is not None else None
         models = select_models(names, all_models)
         thesis_seeds = parse_seeds(seeds)
         other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else thesis_seeds
         plan = [(m, thesis_seeds if m in THESIS_MODELS else other_seeds) for m in models]
-        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit,
-                           data_dir=str(data_dir) if data_dir else None)
+        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir))
         reporter = for_terminal(quiet)
         try:
-            results = run_all(plan, out, base, iw, reporter)
+            results = run_all(plan, output, base, iw, reporter)
         finally:
             reporter.close()
     if json_out:
         print(json.dumps(results))
         return
     stdout.print(tables(results))
-    stdout.print(f"written: {out / 'results.json'}, {out / 'results.md'}", highlight=False)
+    stdout.print(f"written: {output / 'results.json'}, {output / 'results.md'}", highlight=False)
+
 
 COMPACT = {"box": box.SIMPLE, "pad_edge": False, "collapse_padding": True}  # fits 80 columns
 

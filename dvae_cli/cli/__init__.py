@@ -1,0 +1,60 @@
+"""The `dvae` command line: a thin layer over the Python API, one small module per command group.
+
+Registering a command group is one line in COMMAND_GROUPS: its module, its commands, its help
+panel. The module defines `app = typer.Typer()` and its commands with `@app.command()`; it is
+imported only when one of its commands runs or shows its own help, so `dvae --version` and
+`dvae --help` import no torch (the listing reads each command's docstring from its source).
+`main.py` builds the top-level app from this list.
+
+Owns: the registry of command groups and the entry point. Must not: hold any command's logic.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from .main import app
+
+
+@dataclass(frozen=True)
+class CommandGroup:
+    module: str  # defines `app`, a typer.Typer holding the commands
+    commands: tuple[str, ...]
+    panel: str | None = None  # the heading of the commands in `dvae --help`
+
+
+COMMAND_GROUPS = [  # one line per command group
+    CommandGroup("dvae_cli.cli.train", ("train",)),
+    CommandGroup("dvae_cli.cli.eval", ("eval",)),
+    CommandGroup("dvae_cli.cli.reproduce", ("reproduce",), "Experiments"),
+    CommandGroup("dvae_cli.cli.pretrained", ("pretrained",), "Experiments"),
+    CommandGroup("dvae_cli.cli.codes", ("encode", "decode", "cat"), "Codes"),
+    CommandGroup("dvae_cli.cli.figures", ("heatmap", "recon", "samples", "traverse", "plot"), "Figures"),
+]
+
+
+def version_line() -> str:
+    return f"dvae {__version__}"
+
+
+def run() -> None:
+    """Console-script entry point. `dvae --version` alone answers before the app is built."""
+    if sys.argv[1:] == ["--version"]:
+        print(version_line())
+        return
+    from .main import app
+
+    app()
+
+
+def __getattr__(name: str):
+    if name == "app":  # built on first use: it needs typer
+        from .main import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""What every `dvae` command shares: consoles, the error path, and the options typed once
+(device, quiet, JSON, data folder, checkpoint, output) with their checks.
+
+Owns: option spellings, help texts of shared options, the stdout/terminal guards. Must not:
+import torch or any module that does (commands import those inside their bodies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..data import ENV_DATA_DIR
+from ..errors import DVAEError
+from ..pretrained import NAMES as PRETRAINED_NAMES
+from ..runfolder import ENV_CKPT
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+Split = Enum("Split", {name: name for name in ("train", "valid", "test")}, type=str)
+
+DEVICE = typer.Option("auto", "--device", help="auto (cuda when available, else mps, else cpu), cpu, cuda, "
+                      "cuda:N or mps.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+JSON = typer.Option(False, "--json", help="Print JSON on stdout instead.")
+DATA_DIR = typer.Option(None, "--data-dir", envvar=ENV_DATA_DIR, show_envvar=True,
+                        help="Folder with MNIST's IDX image files, or a torchvision root (MNIST/raw inside); "
+                             "default: the cache ~/.cache/dvae/mnist.")
+CKPT_HELP = (f"Checkpoint file, run folder (its best checkpoint), or {PRETRAINED_NAMES} (shipped with dvae); "
+             "default: the newest run under ./runs, else pretrained:best.")
+CKPT = typer.Option(None, "--ckpt", "-c", envvar=ENV_CKPT, show_envvar=True, help=CKPT_HELP)
+CKPT_ARG = typer.Argument(None, metavar="CKPT", show_default=False,
+                          help="The checkpoint, as --ckpt (the older spelling, kept).")
+OUTPUT_DECLS = ("--output", "-o", "--out")  # one spelling for every command's output; --out kept
+
+
+def output_option(help: str, required: bool = True):
+    """The output option of a command: -o/--output (and the older --out)."""
+    return typer.Option(... if required else None, *OUTPUT_DECLS, help=help)
+
+
+def checkpoint(positional: Optional[str], option: Optional[str]) -> Path:
+    """The checkpoint file a command uses: the positional CKPT, else --ckpt (or $DVAE_CKPT), else
+    the newest run under ./runs, else pretrained:best."""
+    from ..runfolder import default_checkpoint, resolve_checkpoint
+
+    given = positional if positional is not None else option
+    return resolve_checkpoint(given) if given is not None else default_checkpoint()
+
+
+def checkpoint_name(given: Optional[str], path: Path) -> str:
+    """How a report names the checkpoint: `pretrained:NAME` by its name, any other by its file."""
+    from ..pretrained import is_pretrained
+
+    return str(given) if given is not None and is_pretrained(given) else str(path)
+
+
+def check_json_output(json_out: bool, output: str, what: str) -> None:
+    """--json prints on stdout, so the data cannot go there too."""
+    if json_out and output == "-":
+        raise DVAEError(f"--json prints on stdout, which -o - uses for the {what}: give -o FILE")
+
+
+def check_binary_stdout(output: str) -> None:
+    """Binary data is not for a terminal."""
+    if output == "-" and sys.stdout.isatty():
+        raise DVAEError("-o - writes binary data to stdout, which is a terminal: redirect or pipe it")
+
+
+def check_writable(output: str) -> None:
+    """An output file that can be written (its missing folders get created), before any work."""
+    path = Path(output).absolute()
+    if path.is_dir():
+        raise DVAEError(f"-o {output}: is a folder; give a file name")
+    folder = next(p for p in path.parents if p.exists())
+    if not os.access(folder, os.W_OK):
+        raise DVAEError(f"-o {output}: cannot write in {folder}")
+
+
+def check_stdin(source: str, flag: str = "input") -> None:
+    """'-' reads stdin, which must not be a terminal."""
+    if source == "-" and sys.stdin.isatty():
+        raise DVAEError(f"{flag} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
+
+
+def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
+    return str(data_dir) if data_dir else None
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn user mistakes into a one-line message and exit code 1; Ctrl-C into exit 130."""
+    try:
+        yield
+    except DVAEError as e:
+        stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None

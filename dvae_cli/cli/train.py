@@ -1,0 +1,156 @@
+"""`dvae train`: a run folder from the command line; every method hyper-parameter is a flag.
+
+Owns: the flags of training (one per field of each method's Config, spelled by commandline.py).
+Must not: validate method settings itself (methods.make_method does, once) or train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..commandline import flag, negative_flag
+from ..errors import DVAEError
+from ..methods import METHODS
+from .common import DATA_DIR, DEVICE, JSON, QUIET, data_dir_arg, output_option, stderr, user_errors
+
+app = typer.Typer()
+Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
+
+
+def _method_fields() -> dict[str, tuple[dataclasses.Field, type, dict[str, object]]]:
+    """Every method hyper-parameter: field, type, and its default in each method that has it."""
+    fields: dict[str, tuple[dataclasses.Field, type, dict[str, object]]] = {}
+    for name, cls in METHODS.items():
+        hints = typing.get_type_hints(cls.Config)
+        for f in dataclasses.fields(cls.Config):
+            fields.setdefault(f.name, (f, hints[f.name], {}))[2][name] = f.default
+    return fields
+
+
+def _defaults_help(defaults: dict[str, object]) -> str:
+    """'default 0.5; gumbel, st-gumbel', or per value when the methods differ."""
+    by_value: dict[str, list[str]] = {}
+    for method, value in defaults.items():
+        by_value.setdefault(str(value), []).append(method)
+    if len(by_value) == 1:
+        return f"default {next(iter(by_value))}; {', '.join(defaults)}"
+    return "default " + "; ".join(f"{value} for {', '.join(methods)}" for value, methods in by_value.items())
+
+
+def with_method_options(command):
+    """Add one --flag per method hyper-parameter; the command gets them as `hparams`."""
+    fields = _method_fields()
+    extra = []
+    for name, (f, kind, defaults) in fields.items():
+        decls = [f"{flag(name)}/{negative_flag(name)}"] if kind is bool else [flag(name)]
+        choices = f.metadata.get("choices")
+        if choices:
+            kind = Enum(name, {c: c for c in choices}, type=str)
+        option = typer.Option(
+            None, *decls, help=f"{f.metadata.get('help', '')} ({_defaults_help(defaults)})",
+            show_default=False, rich_help_panel="Method options",
+        )
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                       annotation=Optional[kind]))
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.name != "hparams"] + extra
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {n: kwargs.pop(n, None) for n in fields}
+        hparams = {n: v.value if isinstance(v, Enum) else v for n, v in values.items() if v is not None}
+        return command(**kwargs, hparams=hparams)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def check_method_settings(method: str, hparams: dict) -> None:
+    """The library's one check of a method's settings, its unknown names said as flags."""
+    from ..methods import UnknownSettings, make_method
+
+    try:
+        make_method(method, hparams)
+    except UnknownSettings as e:
+        raise DVAEError(f"{', '.join(map(flag, e.names))} do(es) not apply to {flag('method')} {method}") from None
+
+
+@app.command()
+@with_method_options
+def train(
+    ctx: typer.Context,
+    method: Method = typer.Option("dtp", help="Training method: " + "; ".join(
+        f"{name} = {cls.summary}" for name, cls in METHODS.items()) + "."),
+    device: str = DEVICE,
+    epochs: int = typer.Option(50, min=0, help="Epochs (the thesis: 50)."),
+    batch_size: int = typer.Option(100, min=1, help="Batch size (the thesis: 100)."),
+    lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
+    seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
+    train_limit: Optional[int] = typer.Option(None, min=1, help="Train on the first N training images only."),
+    latent_vars: int = typer.Option(30, min=1, help="D: number of categorical variables."),
+    classes: int = typer.Option(10, min=2, help="K: classes per variable."),
+    hidden: int = typer.Option(500, min=1, help="Hidden units of encoder and decoder."),
+    data_dir: Optional[Path] = DATA_DIR,
+    output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = QUIET,
+    hparams: dict = None,
+) -> None:
+    """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
+
+    Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
+    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR.
+    """
+    from ..distributed import is_main
+    from ..model import ModelConfig
+    from ..progress import for_terminal
+    from ..runfolder import default_out, read_metrics
+    from ..train import TrainConfig, resume as resume_run, train as train_run
+
+    reporter = for_terminal(quiet)
+    with user_errors():
+        try:
+            if resume is not None:
+                given = {p for p in ctx.params if ctx.get_parameter_source(p).name == "COMMANDLINE"}
+                if hparams or given - {"resume", "epochs", "device", "json_out", "quiet", "data_dir"}:
+                    raise DVAEError("--resume continues a run with its recorded settings; "
+                                    "only --epochs, --device and --data-dir may be given with it")
+                run_dir = resume_run(resume, epochs if "epochs" in given else None,
+                                     device if "device" in given else None, reporter,
+                                     data_dir_arg(data_dir) if "data_dir" in given else None)
+            else:
+                check_method_settings(method.value, hparams)
+                config = TrainConfig(
+                    method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
+                    seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir),
+                    model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
+                )
+                output = output or default_out(config.method)
+                run_dir = train_run(config, output, reporter)
+        except KeyboardInterrupt:
+            reporter.close()
+            stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
+                         f"continue with: dvae train --resume {resume or output}", soft_wrap=True)
+            raise typer.Exit(130) from None
+        finally:
+            reporter.close()
+    if not is_main():  # under torchrun, rank 0 alone reports
+        return
+    metrics = read_metrics(run_dir)
+    if json_out:
+        best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
+        print(json.dumps({"run": str(run_dir), "epochs": len(metrics), "best": best,
+                          "last": metrics[-1] if metrics else None}))
+    else:
+        print(run_dir)

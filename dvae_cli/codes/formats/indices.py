@@ -1,0 +1,66 @@
+"""`indices`: a NumPy .npy array (N, D) of uint8 (K <= 256) or uint16; never unpickled.
+
+Owns: this format's bytes. Must not: be listed anywhere but the registry.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+import numpy as np
+
+from ...errors import DVAEError
+from ...inputs import NPY_ERRORS
+from ..packing import index_dtype
+from .base import CodeFormat, Codes, FormatWriter
+
+
+class IndicesWriter(FormatWriter):
+    """With the count known the .npy header goes first; else the codes wait for `close` (D bytes an image)."""
+
+    def __init__(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None):
+        self.file, self.d, self.dtype, self.count = file, latent_vars, index_dtype(classes), count
+        self.held: list[np.ndarray] = []
+        if count is not None:
+            self._header(count)
+
+    def _header(self, count: int) -> None:
+        np.lib.format.write_array_header_1_0(self.file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (count, self.d)})
+
+    def write(self, codes: np.ndarray) -> None:
+        if self.count is None:
+            self.held.append(codes.astype(self.dtype))
+        else:
+            self.file.write(codes.astype(self.dtype).tobytes())
+
+    def close(self, written: int) -> None:
+        if self.count is None:
+            self._header(written)
+            for codes in self.held:
+                self.file.write(codes.tobytes())
+
+
+class Indices(CodeFormat):
+    name = "indices"
+    summary = ".npy of the (N, D) indices"
+    suffixes = (".npy",)
+
+    def sniff(self, data: bytes) -> bool:
+        return data.startswith(np.lib.format.MAGIC_PREFIX)
+
+    def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
+               fingerprint: str | None) -> FormatWriter:
+        return IndicesWriter(file, latent_vars, classes, count)
+
+    def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:
+        try:
+            indices = np.load(io.BytesIO(data), allow_pickle=False)
+        except NPY_ERRORS as e:
+            raise DVAEError(f"{name}: not a valid .npy file of indices ({e})") from None
+        if indices.ndim != 2 or indices.dtype.kind not in "iu":
+            raise DVAEError(f"{name}: indices must be an (N, D) integer array, got {indices.dtype} {indices.shape}")
+        if indices.size and indices.min() < 0:
+            raise DVAEError(f"{name}: negative class index {indices.min()}")
+        return Codes(indices, self.name, None, None)

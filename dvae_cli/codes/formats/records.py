@@ -1,0 +1,141 @@
+"""The header that `packed` and `onehot` files share (docs/CODES.md), and `RecordFormat`, the base
+of formats whose body is fixed-width records after that header.
+
+Owns: the magic, the header layout, its CRC and version checks, record reading and writing.
+Must not: know how a record packs a code (each record format's own module does).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, ClassVar
+
+import numpy as np
+
+from ...errors import DVAEError
+from ..packing import check_classes, index_dtype
+from .base import CodeFormat, Codes, FormatWriter
+
+MAGIC = b"\x89DVAE\r\n\x1a"
+VERSION = 1
+HEADER = struct.Struct("<8sHHIIIIQ16s")  # magic, version, packing, D, K, group, record bytes, N, fingerprint
+HEADER_SIZE = HEADER.size + 4  # + CRC-32 of the fields
+UNKNOWN_COUNT = 2**64 - 1  # N when the writer did not know it: then N = body bytes / record bytes
+READ_CHUNK = 8192  # records unpacked at a time (their error messages count from the chunk's start)
+
+
+@dataclass
+class Header:
+    packing: int
+    latent_vars: int
+    classes: int
+    group: int
+    record_bytes: int
+    count: int | None  # None: not known when written
+    fingerprint: str | None
+
+
+def header_bytes(packing: int, header: Header) -> bytes:
+    """The 56 header bytes, CRC included."""
+    fingerprint = header.fingerprint
+    if fingerprint is not None and (len(fingerprint) != 16 or not all(c in "0123456789abcdef" for c in fingerprint)):
+        raise DVAEError(f"a fingerprint is 16 lowercase hex digits, not {fingerprint!r}")
+    fields = HEADER.pack(MAGIC, VERSION, packing, header.latent_vars, header.classes, header.group,
+                         header.record_bytes, UNKNOWN_COUNT if header.count is None else header.count,
+                         (fingerprint or "").encode("ascii"))
+    return fields + struct.pack("<I", zlib.crc32(fields))
+
+
+def packing_of(data: bytes) -> int | None:
+    """The packing field of a file that starts with the magic (None for any other file)."""
+    if not data.startswith(MAGIC) or len(data) < 12:
+        return None
+    return int.from_bytes(data[10:12], "little")
+
+
+def parse_header(data: bytes, name: str) -> Header:
+    """The header of a file that starts with the magic, with its version, CRC, D and K checked."""
+    if len(data) < 10:
+        raise DVAEError(f"{name}: truncated codes header")
+    version = int.from_bytes(data[8:10], "little")
+    if version != VERSION:
+        newer = " (written by a newer dvae: upgrade)" if version > VERSION else ""
+        raise DVAEError(f"{name}: codes format version {version}; this dvae reads version {VERSION}{newer}")
+    if len(data) < HEADER_SIZE:
+        raise DVAEError(f"{name}: truncated codes header ({len(data)} of {HEADER_SIZE} bytes)")
+    fields = data[:HEADER.size]
+    if zlib.crc32(fields) != int.from_bytes(data[HEADER.size:HEADER_SIZE], "little"):
+        raise DVAEError(f"{name}: corrupt codes header (checksum mismatch)")
+    _, _, packing, d, k, group, size, count, fp = HEADER.unpack(fields)
+    check_classes(d, k)
+    fingerprint = fp.decode("ascii", "replace") if fp.strip(b"\0") else None
+    return Header(packing, d, k, group, size, None if count == UNKNOWN_COUNT else count, fingerprint)
+
+
+class RecordWriter(FormatWriter):
+    def __init__(self, format: RecordFormat, file: BinaryIO, classes: int, group: int):
+        self.format, self.file, self.classes, self.group = format, file, classes, group
+
+    def write(self, codes: np.ndarray) -> None:
+        self.file.write(self.format.pack(codes, self.classes, self.group).tobytes())
+
+
+class RecordFormat(CodeFormat):
+    """The header, then one fixed-width record per image. Subclasses set `packing` (the header's
+    field) and say how a record packs a code: `group`, `valid_group`, `record_bytes`, `pack`, `unpack`."""
+
+    packing: ClassVar[int]
+    records_classes = True
+
+    def group(self, latent_vars: int, classes: int) -> int:
+        """The header's group field for new files."""
+        raise NotImplementedError
+
+    def valid_group(self, latent_vars: int, classes: int, group: int) -> bool:
+        raise NotImplementedError
+
+    def record_bytes(self, latent_vars: int, classes: int, group: int = 0) -> int:
+        raise NotImplementedError
+
+    def pack(self, codes: np.ndarray, classes: int, group: int) -> np.ndarray:
+        """(n, D) class indices -> (n, R) uint8 records."""
+        raise NotImplementedError
+
+    def unpack(self, records: np.ndarray, latent_vars: int, classes: int, group: int) -> np.ndarray:
+        """(n, R) uint8 records -> (n, D) class indices; corrupt records are an error."""
+        raise NotImplementedError
+
+    def sniff(self, data: bytes) -> bool:
+        return packing_of(data) == self.packing
+
+    def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
+               fingerprint: str | None) -> FormatWriter:
+        group = self.group(latent_vars, classes)
+        size = self.record_bytes(latent_vars, classes, group)
+        file.write(header_bytes(self.packing, Header(self.packing, latent_vars, classes, group, size, count,
+                                                     fingerprint)))
+        return RecordWriter(self, file, classes, group)
+
+    def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:
+        header = parse_header(data, name)
+        d, k, group, size = header.latent_vars, header.classes, header.group, header.record_bytes
+        if not self.valid_group(d, k, group) or size != self.record_bytes(d, k, group):
+            raise DVAEError(f"{name}: inconsistent codes header (group {group}, record size {size})")
+        body, count = len(data) - HEADER_SIZE, header.count
+        if count is None:
+            if body % size:
+                raise DVAEError(f"{name}: truncated: {body} bytes of records is not a whole number of {size}-byte records")
+            count = body // size
+        elif body != count * size:
+            raise DVAEError(f"{name}: record count mismatch: the header says {count} records ({count * size} bytes), "
+                            f"the file has {body} bytes of records")
+        records = np.frombuffer(data, np.uint8, offset=HEADER_SIZE).reshape(count, size)
+        indices = np.empty((count, d), index_dtype(k))
+        for start in range(0, count, READ_CHUNK):
+            try:
+                indices[start:start + READ_CHUNK] = self.unpack(records[start:start + READ_CHUNK], d, k, group)
+            except DVAEError as e:
+                raise DVAEError(f"{name}: {e} (record numbers count from {start})") from None
+        return Codes(indices, self.name, k, header.fingerprint)

@@ -1,0 +1,113 @@
+"""The run folder that `dvae train` writes, and where checkpoints are found.
+
+    runs/dtp-20261129-093000/
+        config.json        {"train": TrainConfig, "environment": versions and machine}
+        metrics.jsonl      one JSON record per completed epoch
+        best.safetensors   the checkpoint of the lowest validation -ELBO so far
+        last.safetensors   the checkpoint of the last completed epoch
+        state.safetensors  what --resume needs (weights, optimizer, random state)
+
+Owns: the file names, reading and writing config.json and metrics.jsonl, and turning a checkpoint
+argument (file, run folder, `pretrained:NAME`, nothing) into a file. Must not: train, or read the
+safetensors files themselves (checkpoint.py does); it imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .errors import DVAEError
+from .fileio import atomic_write_text
+from .pretrained import is_pretrained, pretrained_path
+
+CONFIG, METRICS = "config.json", "metrics.jsonl"
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "state.safetensors"
+RUNS = Path("runs")  # where new runs go and where the default checkpoint is looked for
+ENV_CKPT = "DVAE_CKPT"
+
+
+def default_out(method: str) -> Path:
+    """A new run's folder: runs/<method>-<timestamp>."""
+    return RUNS / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def is_run(run_dir: str | os.PathLike) -> bool:
+    """Whether the folder holds (the start of) a run."""
+    return (Path(run_dir) / CONFIG).exists() or (Path(run_dir) / STATE).exists()
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """The whole config.json of a run folder: {"train": ..., "environment": ...}."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise DVAEError(f"{run_dir}: not a run folder (no {CONFIG})")
+    try:
+        saved = json.loads(path.read_text())
+        saved["train"]["method"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DVAEError(f"{path}: corrupt run config ({e})") from None
+    return saved
+
+
+def write_config(run_dir: str | os.PathLike, saved: dict) -> None:
+    """Write config.json (atomically)."""
+    atomic_write_text(Path(run_dir) / CONFIG, json.dumps(saved, indent=2) + "\n")
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of a run folder's metrics.jsonl ([] before its first epoch)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise DVAEError(f"{path}: corrupt metrics ({e})") from None
+
+
+def write_metrics(run_dir: str | os.PathLike, metrics: list[dict]) -> None:
+    """Write metrics.jsonl (atomically), one record a line."""
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
+    """A run folder's method (from config.json) and per-epoch metrics (metrics.jsonl)."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS
+    if not path.is_file():
+        what = "not a run folder" if not (run_dir / CONFIG).is_file() else "no epoch finished yet"
+        raise DVAEError(f"{run_dir}: {what} (no {METRICS})")
+    metrics = read_metrics(run_dir)
+    method = read_config(run_dir)["train"]["method"]
+    if not metrics:
+        raise DVAEError(f"{path}: no epochs recorded yet")
+    return method, metrics
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, a run folder's best (else last) checkpoint, or a shipped `pretrained:NAME`."""
+    if is_pretrained(path):
+        return pretrained_path(path)
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise DVAEError(f"{path}: run folder without {BEST} or {LAST} (has training finished an epoch?)")
+    if not path.exists():
+        raise DVAEError(f"{path}: no such checkpoint file or run folder")
+    return path
+
+
+def default_checkpoint(runs: str | os.PathLike = RUNS) -> Path:
+    """The checkpoint to use when none is given: $DVAE_CKPT, else the best checkpoint of the run
+    under `runs` that wrote a checkpoint last, else the shipped `pretrained:best`."""
+    if os.environ.get(ENV_CKPT):
+        return resolve_checkpoint(os.environ[ENV_CKPT])
+    found = [f for d in Path(runs).glob("*") for f in (d / BEST, d / LAST) if f.is_file()]
+    if not found:
+        return resolve_checkpoint("pretrained:best")
+    return resolve_checkpoint(max(found, key=lambda f: f.stat().st_mtime).parent)
