@@ -239,6 +239,9 @@ app.command(rich_help_panel="Codes")(cli_codes.encode)
 app.command(rich_help_panel="Codes")(cli_codes.decode)
 from . import cli_scale  # noqa: E402
 app.command(rich_help_panel="Codes")(cli_scale.cat)
+from . import cli_search  # noqa: E402
+app.command(rich_help_panel="Codes")(cli_search.index)
+app.command(rich_help_panel="Codes")(cli_search.search)
 from . import cli_figures  # noqa: E402
 app.command(rich_help_panel="Figures")(cli_figures.heatmap)
 app.command(rich_help_panel="Figures")(cli_figures.recon)
