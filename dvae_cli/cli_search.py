@@ -338,7 +338,7 @@ def _draw(path: Path, found: Neighbours, database: SearchIndex, opened_db: Opene
              else decode(loaded.model, query_codes[:count]).reshape(count, -1))
     scoring = "log q(code|query)" if found.scoring == ASYMMETRIC else "differing variables"
     mode = "" if found.exact or found.scoring != ASYMMETRIC else ", fast scan"
-    title = f"queries (left) and their {rows.shape[1]} nearest {what}; under each: #row and {scoring}{mode}"
+    title = f"queries (left) and their {rows.shape[1]} nearest {what}\nunder each: #row and {scoring}{mode}"
     save_figure(neighbours_figure(shown, stored, rows, found.scores[:count], title,
                                   "{:.1f}" if found.scoring == ASYMMETRIC else "{:.0f}"), path)
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .figures import DPI, SIDE, tile, tile_centers
+from .figures import DPI, GAP, MIN_WIDTH, SIDE, tile, tile_centers
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-MARGINS = (70, 45, 15, 10)  # left, top, right, bottom pixels around the grid
+MARGINS = (70, 50, 15, 10)  # left, top, right, bottom pixels around the grid
 SCALE = 2
 LABEL_HEIGHT = 24  # pixels under each row of digits for the neighbours' row numbers and scores
 
@@ -26,7 +26,7 @@ def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, rows: np.ndar
     cell = SIDE * SCALE
     band = cell + LABEL_HEIGHT  # a row of digits and its labels
     left, top, right, bottom = MARGINS
-    width = left + (k + 1) * (cell + 2) + 2 + cell // 2 + right
+    width = max(left + (k + 2) * (cell + GAP) + GAP + right, MIN_WIDTH)
     height = top + count * band + bottom
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     for q in range(count):
