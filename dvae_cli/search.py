@@ -14,9 +14,9 @@ Index kinds (`KINDS`, one class and one registry line each): `fastscan` (FAISS `
 on 4-bit PQ codes, approximate, K <= 16) for image queries and `binary` (FAISS `IndexBinaryFlat`
 on the one-hot bits, exact, K <= 256) for code queries. Exact asymmetric scoring, and every search
 the kinds do not cover (K > 16 for images, K > 256 for codes), is a NumPy brute force over the
-codes, also the reference the tests hold the indexes to. (FAISS's exact `IndexPQ` of the same
-quantizer, 8-bit for K > 16, is no faster than that brute force on one core, and orders equal
-scores as it likes: bench/search.py measures it.)
+codes, which the tests hold the indexes to. (FAISS's exact `IndexPQ` of the same quantizer, 8-bit
+for K > 16, is about 3x faster than that brute force, but returns equal scores in no set order;
+bench/search.py measures both.)
 
 Results are deterministic: neighbours come in order of score, equal scores in order of row
 number. The fast mode re-scores its candidates exactly from the stored codes (`rerank` times k of
@@ -48,7 +48,8 @@ from .model import DiscreteVAE
 ASYMMETRIC, HAMMING = "asymmetric", "hamming"
 RERANK = 4  # fast mode: candidates per neighbour, re-scored exactly (recall in docs/SEARCH.md)
 LOG_PI_FLOOR = -30.0  # log pi below this is clamped before fast scan, whose 8-bit tables it would coarsen
-QUERY_BLOCK = 256  # queries per brute-force block: (256, N) float32 scores at a time
+QUERY_BLOCK = 256  # queries per brute-force block
+SCORE_BLOCK = 2**22  # scores a brute force holds at a time (32 MiB of float64)
 
 
 def load_faiss():
@@ -122,13 +123,22 @@ def top_k(scores: np.ndarray, k: int, higher_is_nearer: bool, rows: np.ndarray |
 
 
 def brute_force(codes: np.ndarray, queries: np.ndarray, k: int, scoring: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top k of every query by brute force in NumPy, QUERY_BLOCK queries at a time:
-    `queries` are log pi (Q, D, K) for asymmetric scoring, codes (Q, D) for hamming."""
+    """Exact top k of every query by brute force in NumPy: `queries` are log pi (Q, D, K) for
+    asymmetric scoring, codes (Q, D) for hamming. Memory stays bounded: SCORE_BLOCK scores at a
+    time, each database slice's own top k merged (ties still by row: slices come in row order)."""
     score = asymmetric_scores if scoring == ASYMMETRIC else hamming_scores
+    higher = scoring == ASYMMETRIC
     k = min(k, len(codes))
     rows, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k))]
-    for start in range(0, len(queries), QUERY_BLOCK):
-        r, s = top_k(score(queries[start:start + QUERY_BLOCK], codes), k, scoring == ASYMMETRIC)
+    slice_size = max(k, SCORE_BLOCK // QUERY_BLOCK)
+    for block in blocks(len(queries), QUERY_BLOCK):
+        found = [top_k(score(queries[block], codes[part]), k, higher) + (part.start,)
+                 for part in blocks(len(codes), slice_size)]
+        if len(found) == 1:
+            r, s = found[0][:2]
+        else:
+            r, s = top_k(np.concatenate([s for _, s, _ in found], 1), k, higher,
+                         np.concatenate([r + start for r, _, start in found], 1))
         rows.append(r)
         scores.append(s.astype(np.float64))
     return np.concatenate(rows), np.concatenate(scores)

@@ -16,6 +16,7 @@ from dvae_cli.cli import app
 from dvae_cli.codes import write_codes
 from dvae_cli.errors import DVAEError
 from dvae_cli.retrieval import Key, evaluate_key, precision
+import dvae_cli.search as search_module
 from dvae_cli.search import (ASYMMETRIC, HAMMING, SearchIndex, asymmetric_scores, brute_force, hamming_scores,
                              one_hot_pq, pq_codes, search)
 from dvae_cli.search_file import HEADER_SIZE
@@ -56,7 +57,9 @@ def test_pq_inner_product_is_the_asymmetric_score(d, k):
 
 
 @pytest.mark.parametrize("d,k", [(30, 10), (7, 3), (5, 16), (4, 40), (3, 300)])
-def test_exact_search_is_the_definition_with_ties_by_row(d, k):
+@pytest.mark.parametrize("slices", [1, 9])
+def test_exact_search_is_the_definition_with_ties_by_row(d, k, slices, monkeypatch):
+    monkeypatch.setattr(search_module, "SCORE_BLOCK", search_module.QUERY_BLOCK * -(-400 // slices))
     codes = codes_with_duplicates(400, d, k)
     log_pi = random_log_pi(30, d, k)
     log_pi[:5] = np.log(np.full((d, k), 1 / k))  # uniform queries: every code scores the same
@@ -69,7 +72,8 @@ def test_exact_search_is_the_definition_with_ties_by_row(d, k):
 
 
 @pytest.mark.parametrize("d,k", [(30, 10), (7, 3), (6, 300)])
-def test_hamming_search_is_the_definition_with_ties_by_row(d, k):
+def test_hamming_search_is_the_definition_with_ties_by_row(d, k, monkeypatch):
+    monkeypatch.setattr(search_module, "SCORE_BLOCK", search_module.QUERY_BLOCK * 50)  # brute force (K=300) in slices
     codes = codes_with_duplicates(400, d, k)
     queries = np.concatenate([codes[[7, 3, 0]], np.random.default_rng(5).integers(0, k, size=(10, d))])
     found = SearchIndex.build(codes, k).search_codes(queries, 30)
@@ -251,3 +255,30 @@ def test_cli_user_errors(files, tiny_run, tmp_path):
         result = cli(*args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_index_file_read_with_nothing_but_the_spec(tmp_path):
+    """docs/SEARCH.md's layout, read with struct, zlib and FAISS alone."""
+    import zlib
+
+    import faiss
+
+    codes = codes_with_duplicates(120, 30, 10)
+    SearchIndex.build(codes, 10, FP).save(tmp_path / "db.idx")
+    data = (tmp_path / "db.idx").read_bytes()
+    magic, version, d, k, n, sections, fingerprint = struct.unpack("<8sHIIQH16s", data[:44])
+    assert (magic, version, d, k, n, sections, fingerprint) == (b"\x89DVIX\r\n\x1a", 1, 30, 10, 120, 3, FP.encode())
+    assert struct.unpack("<I", data[44:48])[0] == zlib.crc32(data[:44])
+    offset, found = 48, {}
+    for _ in range(sections):
+        name, size, crc = struct.unpack("<16sQI", data[offset:offset + 28])
+        payload = data[offset + 28:offset + 28 + size]
+        assert zlib.crc32(payload) == crc
+        found[name.rstrip(b"\0").decode()] = payload
+        offset += 28 + size
+    assert offset == len(data) and list(found) == ["codes", "fastscan", "binary"]
+    assert len(found["codes"]) == 120 * 13  # packed records of docs/CODES.md
+    binary = faiss.deserialize_index_binary(np.frombuffer(found["binary"], np.uint8))
+    distances, rows = binary.search(np.packbits(np.eye(10, dtype=np.uint8)[codes[:1]].reshape(1, -1), axis=1), 1)
+    assert rows[0, 0] == 0 and distances[0, 0] == 0
+    assert faiss.deserialize_index(np.frombuffer(found["fastscan"], np.uint8)).ntotal == 120
