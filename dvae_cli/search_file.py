@@ -32,7 +32,7 @@ import numpy as np
 from .codes import pack, unpack
 from .errors import DVAEError
 from .fileio import atomic_open
-from .search import KINDS, SearchIndex, load_faiss
+from .search import KINDS, SearchIndex, bytes_per_code, load_faiss
 
 MAGIC = b"\x89DVIX\r\n\x1a"
 VERSION = 1
@@ -85,10 +85,7 @@ def _deserialize(kind: str, payload: memoryview, name: str):
 
 def _check_faiss(kind: str, faiss_index, d: int, k: int, n: int, name: str) -> None:
     """The FAISS index must hold the N codes of D variables that the header announces."""
-    if KINDS[kind].binary:
-        expected = -(-d * k // 8) * 8
-    else:
-        expected = d * k
+    expected = bytes_per_code(kind, d, k) * 8 if KINDS[kind].binary else d * k
     if faiss_index.ntotal != n or faiss_index.d != expected:
         raise DVAEError(f"{name}: inconsistent {kind} index ({faiss_index.ntotal} codes of dimension "
                         f"{faiss_index.d}; the header says {n} codes, dimension {expected})")

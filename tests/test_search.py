@@ -238,6 +238,7 @@ def test_cli_eval(files, tiny_run):
     assert set(rows) == {"code, asymmetric (exact)", "code, asymmetric (fast scan, rerank 4)", "code, Hamming",
                          "binarized pixels, Hamming", "float pi, L2 (IndexFlatL2)"}
     assert all(0 <= r["P@10"] <= 1 for r in rows.values()) and rows["binarized pixels, Hamming"]["bytes"] == 98
+    assert rows["code, Hamming"]["bytes"] == 40 and rows["code, asymmetric (exact)"]["bytes"] == 15
 
 
 def test_cli_user_errors(files, tiny_run, tmp_path):
@@ -279,6 +280,8 @@ def test_index_file_read_with_nothing_but_the_spec(tmp_path):
     assert offset == len(data) and list(found) == ["codes", "fastscan", "binary"]
     assert len(found["codes"]) == 120 * 13  # packed records of docs/CODES.md
     binary = faiss.deserialize_index_binary(np.frombuffer(found["binary"], np.uint8))
-    distances, rows = binary.search(np.packbits(np.eye(10, dtype=np.uint8)[codes[:1]].reshape(1, -1), axis=1), 1)
+    one_hot = np.zeros((1, 320), np.uint8)  # the 300 one-hot bits, zero-padded to 5 words of 64
+    one_hot[0, :300] = np.eye(10, dtype=np.uint8)[codes[0]].ravel()
+    distances, rows = binary.search(np.packbits(one_hot, axis=1), 1)
     assert rows[0, 0] == 0 and distances[0, 0] == 0
     assert faiss.deserialize_index(np.frombuffer(found["fastscan"], np.uint8)).ntotal == 120
