@@ -20,11 +20,12 @@ from rich.table import Table
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .cli_common import stdout, user_errors
-from .codes import decode, default_checkpoint, pack, read_codes
+from .codes import decode, default_checkpoint, read_codes
 from .errors import DVAEError
 from .inputs import NPY_MAGIC, PIXELS, PNG_MAGIC, ImageSource, open_images
 from .pretrained import NAMES as PRETRAINED_NAMES
 from .progress import for_terminal
+from .retrieval import KS
 from .search import ASYMMETRIC, DEFAULT_KINDS, KINDS, RERANK, Neighbours, SearchIndex, query_log_pi
 from .search_file import is_index_file
 
@@ -32,7 +33,6 @@ CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES}: the encoder o
              "database images, the decoder of --figure (default: $DVAE_CKPT, else the newest run under "
              "./runs, else pretrained:best).")
 DB_HELP = ("Database: a search index (dvae index), codes in any format, or images (encoded with --ckpt).")
-KS = (1, 10, 100)
 
 
 @dataclass
@@ -184,42 +184,6 @@ def _labels(path: Optional[Path], flag: str) -> np.ndarray:
     return read_idx(path, kind="labels")
 
 
-def _evaluate(database: SearchIndex, db_pixels: Optional[np.ndarray], query_pixels, log_pi,
-              query_codes, db_labels: np.ndarray, query_labels: np.ndarray, model: Model, rerank: int,
-              quiet: bool) -> list[dict]:
-    """P@k and mAP of each key the inputs allow (see dvae_cli.retrieval)."""
-    from . import retrieval
-
-    keys = []
-    if log_pi is not None:
-        keys.append(retrieval.asymmetric_key(database, log_pi, "code, asymmetric (exact)"))
-    keys.append(retrieval.hamming_key(database, query_codes))
-    if db_pixels is not None and query_pixels is not None:
-        keys.append(retrieval.pixel_key(db_pixels, query_pixels))
-        encoder = model.get().model
-        db_pi = np.exp(query_log_pi(encoder, db_pixels)).reshape(len(db_pixels), -1)
-        keys.append(retrieval.pi_key(db_pi, np.exp(log_pi).reshape(len(log_pi), -1)))
-    reporter = for_terminal(quiet)
-    results = []
-    try:
-        for key in keys:
-            reporter.task("eval", f"ranking: {key.name}", len(query_labels))
-            results.append(retrieval.evaluate_key(key, db_labels, query_labels, KS,
-                                                  lambda n: reporter.advance("eval", n)))
-    finally:
-        reporter.close()
-    if log_pi is not None and KINDS["fastscan"].supports(database.latent_vars, database.classes):
-        found = database.search_images(log_pi, max(KS), rerank=rerank)
-        results.insert(1, {"key": f"code, asymmetric (fast scan, rerank {rerank})",
-                           "bytes": retrieval.bytes_per_code("fastscan", database.latent_vars, database.classes),
-                           **retrieval.precision(found.rows, db_labels, query_labels, KS), "mAP": None})
-    packed = len(pack(database.codes[:1], database.classes)[0]) if len(database) else 0
-    for result in results:
-        if result["key"].startswith("code"):
-            result["packed_bytes"] = packed
-    return results
-
-
 def _print_eval(results: list[dict], title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("key", "bytes/image", *(f"P@{k}" for k in KS), "mAP"):
@@ -299,9 +263,16 @@ def search(
                                 f"database has D={database.latent_vars}, K={database.classes}")
         if eval_:
             db_pixels = _pixels(opened_db.images, None) if opened_db.images is not None else None
-            results = _evaluate(database, db_pixels, query_pixels, log_pi, query_codes,
-                                _labels(db_labels, "--db-labels"), _labels(query_labels, "--query-labels")[:limit],
-                                model, rerank, quiet)
+            from .retrieval import evaluate
+
+            reporter = for_terminal(quiet)
+            try:
+                results = evaluate(database, _labels(db_labels, "--db-labels"),
+                                   _labels(query_labels, "--query-labels")[:limit], query_codes, log_pi,
+                                   db_pixels, query_pixels, model.get().model if db_pixels is not None else None,
+                                   rerank, reporter)
+            finally:
+                reporter.close()
             if json_out:
                 print(json.dumps({"db": db, "query": query, "stored": len(database), "queries": len(query_codes),
                                   "results": results}))

@@ -16,8 +16,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .codes import pack
 from .errors import DVAEError
-from .search import QUERY_BLOCK, SearchIndex, asymmetric_scores, blocks, bytes_per_code, hamming_scores
+from .model import DiscreteVAE
+from .progress import Reporter
+from .search import (KINDS, QUERY_BLOCK, SearchIndex, asymmetric_scores, blocks, bytes_per_code, hamming_scores,
+                     query_log_pi)
 
 KS = (1, 10, 100)
 
@@ -99,3 +103,35 @@ def evaluate_key(key: Key, db_labels: np.ndarray, query_labels: np.ndarray, ks=K
     result.update({name: total / max(queries, 1) for name, total in totals.items()})
     result["mAP"] = ap_sum / max(queries, 1)
     return result
+
+
+def evaluate(index: SearchIndex, db_labels: np.ndarray, query_labels: np.ndarray, query_codes: np.ndarray,
+             log_pi: np.ndarray | None = None, db_pixels: np.ndarray | None = None,
+             query_pixels: np.ndarray | None = None, model: DiscreteVAE | None = None, rerank: int = 4,
+             reporter: Reporter = Reporter(), ks=KS) -> list[dict]:
+    """P@k and mAP of every key the inputs allow: with the queries' `log_pi`, the asymmetric
+    scoring, exact and in the fast mode (P@k only: it ranks `max(ks)`, not the whole database);
+    the Hamming scoring of `query_codes`; with the pixels (bool (N, 784)) of both sides and the
+    `model`, the pixel and float-pi baselines."""
+    keys = []
+    if log_pi is not None:
+        keys.append(asymmetric_key(index, log_pi, "code, asymmetric (exact)"))
+    keys.append(hamming_key(index, query_codes))
+    if db_pixels is not None and query_pixels is not None and model is not None and log_pi is not None:
+        keys.append(pixel_key(db_pixels, query_pixels))
+        db_pi = np.exp(query_log_pi(model, db_pixels)).reshape(len(db_pixels), -1)
+        keys.append(pi_key(db_pi, np.exp(log_pi).reshape(len(log_pi), -1)))
+    results = []
+    for key in keys:
+        reporter.task("eval", f"ranking: {key.name}", len(query_labels))
+        results.append(evaluate_key(key, db_labels, query_labels, ks, lambda n: reporter.advance("eval", n)))
+    if log_pi is not None and KINDS["fastscan"].supports(index.latent_vars, index.classes):
+        found = index.search_images(log_pi, max(ks), rerank=rerank)
+        results.insert(1, {"key": f"code, asymmetric (fast scan, rerank {rerank})",
+                           "bytes": bytes_per_code("fastscan", index.latent_vars, index.classes),
+                           **precision(found.rows, db_labels, query_labels, ks), "mAP": None})
+    packed = len(pack(index.codes[:1], index.classes)[0]) if len(index) else 0
+    for result in results:
+        if result["key"].startswith("code"):
+            result["packed_bytes"] = packed  # the same codes in dvae's packed format
+    return results
