@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import typer
@@ -26,7 +26,7 @@ from .inputs import NPY_MAGIC, PIXELS, PNG_MAGIC, ImageSource, open_images
 from .pretrained import NAMES as PRETRAINED_NAMES
 from .progress import for_terminal
 from .retrieval import KS
-from .search import ASYMMETRIC, DEFAULT_KINDS, KINDS, RERANK, Neighbours, SearchIndex, query_log_pi
+from .search import ASYMMETRIC, RERANK, Neighbours, SearchIndex, query_log_pi
 from .search_file import is_index_file
 
 CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES}: the encoder of image queries and "
@@ -114,18 +114,18 @@ def _check_model(index: SearchIndex, loaded: Checkpoint, name: str, force: bool)
                         f"{loaded.path} has {loaded.fingerprint}); give its --ckpt, or --force")
 
 
-def _database(opened: Opened, model: Model, kinds: tuple[str, ...], quiet: bool) -> SearchIndex:
+def _database(opened: Opened, model: Model, quiet: bool) -> SearchIndex:
     """The SearchIndex of a database argument (encoding images with the model)."""
     if opened.index is not None:
         return opened.index
     if opened.codes is not None:
         classes = opened.classes or model.get().model.config.classes  # .npy and text do not record K
-        return SearchIndex.build(opened.codes, classes, opened.fingerprint, kinds)
+        return SearchIndex.build(opened.codes, classes, opened.fingerprint)
     loaded = model.get()
     reporter = for_terminal(quiet)
     reporter.task("encode", f"encoding {opened.name}", len(opened.images))
     try:
-        return SearchIndex.from_images(loaded, opened.images, kinds, lambda n: reporter.advance("encode", n))
+        return SearchIndex.from_images(loaded, opened.images, on_chunk=lambda n: reporter.advance("encode", n))
     finally:
         reporter.close()
 
@@ -144,14 +144,12 @@ def _pixels(images: ImageSource, limit: Optional[int]) -> np.ndarray:
 def index(
     db: str = typer.Argument(..., metavar="DB", help="Codes in any format, or images (encoded with --ckpt)."),
     output: Path = typer.Option(..., "--output", "-o", help="Index file to write."),
-    kind: Optional[List[str]] = typer.Option(None, "--kind", help=f"FAISS index to include, repeatable: "
-                                             f"{', '.join(KINDS)} (default: {' and '.join(DEFAULT_KINDS)}, "
-                                             "those D and K allow)."),
     ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
-    """Build a search index over a database once: the codes and their FAISS indexes, in one file.
+    """Build a search index over a database once: the codes and their FAISS index, in one file
+    (fast scan for K <= 16, serving image and code queries; binary for K <= 256).
 
     Example: dvae index train-images-idx3-ubyte.gz -o train.dvaeidx
     """
@@ -159,7 +157,7 @@ def index(
         opened = _open(db, "DB")
         if opened.index is not None:
             raise DVAEError(f"{db} is already a search index")
-        built = _database(opened, Model(ckpt), tuple(kind or DEFAULT_KINDS), quiet)
+        built = _database(opened, Model(ckpt), quiet)
         built.save(output)
     summary = {"db": db, "output": str(output), "codes": len(built), "latent_vars": built.latent_vars,
                "classes": built.classes, "fingerprint": built.fingerprint, "kinds": list(built.indexes),
@@ -247,7 +245,7 @@ def search(
         queries = _open(query, "QUERY")
         if queries.index is not None:
             raise DVAEError(f"QUERY {query} is a search index; give images or codes")
-        database = _database(opened_db, model, DEFAULT_KINDS, quiet)
+        database = _database(opened_db, model, quiet)
         image_queries = queries.images is not None
         if image_queries or figure is not None or (eval_ and opened_db.images is not None):
             _check_model(database, model.get(), db, force)

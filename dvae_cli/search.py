@@ -8,15 +8,17 @@ Two scorings, both exact definitions that the FAISS indexes compute or approxima
   sub-quantizers of dimension K whose first K centroids are the one-hot vectors e_k, searched with
   inner product against the query's log pi flattened to D*K, adds up exactly these D table entries.
 - **hamming** (a code query against stored codes): the number of variables in which two codes
-  differ, half the Hamming distance of their one-hot bits; lower is nearer.
+  differ, half the Hamming distance of their one-hot bits; lower is nearer. It is the same product
+  quantizer searched with the query's one-hot code as the table: D minus the inner product.
 
 Index kinds (`KINDS`, one class and one registry line each): `fastscan` (FAISS `IndexPQFastScan`
-on 4-bit PQ codes, approximate, K <= 16) for image queries and `binary` (FAISS `IndexBinaryFlat`
-on the one-hot bits, exact, K <= 256) for code queries. Exact asymmetric scoring, and every search
-the kinds do not cover (K > 16 for images, K > 256 for codes), is a NumPy brute force over the
-codes, which the tests hold the indexes to. (FAISS's exact `IndexPQ` of the same quantizer, 8-bit
-for K > 16, is about 3x faster than that brute force, but returns equal scores in no set order;
-bench/search.py measures both.)
+on 4-bit PQ codes, K <= 16) serves both scorings: approximate for image queries (8-bit tables of
+log pi), exact for code queries (tables of 0 and 1 lose nothing to 8 bits), about 5x faster than
+`binary` (FAISS `IndexBinaryFlat` on the one-hot bits, exact), which serves code queries for
+16 < K <= 256. Exact asymmetric scoring, and every search the kinds do not cover, is a NumPy brute
+force over the codes, which the tests hold the indexes to. (FAISS's exact `IndexPQ` of the same
+quantizer, 8-bit for K > 16, is about 3x faster than that brute force, but returns equal scores in
+no set order; bench/search.py measures every one.)
 
 Results are deterministic: neighbours come in order of score, equal scores in order of row
 number. The fast mode re-scores its candidates exactly from the stored codes (`rerank` times k of
@@ -47,6 +49,7 @@ from .model import DiscreteVAE
 
 ASYMMETRIC, HAMMING = "asymmetric", "hamming"
 RERANK = 4  # fast mode: candidates per neighbour, re-scored exactly (recall in docs/SEARCH.md)
+HAMMING_CANDIDATES = 4096  # fast-scan Hamming: candidates fetched at most before brute force
 # log pi below this is clamped before fast scan, whose 8-bit tables such outliers coarsen: fast scan's
 # own recall@10 (1,000 test queries, the 60k codes of pretrained:best, 2026-11-29) is 0.980 without,
 # 0.985 at -30, 0.987 at -20, 0.950 at -10; the re-ranking restores exact scores either way
@@ -186,9 +189,13 @@ def one_hot_bits(codes: np.ndarray, classes: int) -> np.ndarray:
     words: (N, 8 ceil(D * K / 64)) uint8 (40 bytes for D=30, K=10: FAISS scans words faster than the
     38 bytes the bits need, 170 against 126 queries/CPU-s over 1M codes, measured 2026-11-29)."""
     n, d = codes.shape
-    bits = np.zeros((n, -(-d * classes // 64) * 64), np.uint8)
-    bits[np.arange(n)[:, None], np.arange(d) * classes + codes] = 1
-    return np.packbits(bits, axis=1)
+    width = -(-d * classes // 64) * 64
+    packed = np.empty((n, width // 8), np.uint8)
+    for block in blocks(n, CHUNK):  # the unpacked bits of one block at a time
+        bits = np.zeros((block.stop - block.start, width), np.uint8)
+        bits[np.arange(len(bits))[:, None], np.arange(d) * classes + codes[block]] = 1
+        packed[block] = np.packbits(bits, axis=1)
+    return packed
 
 
 class FastScan:
@@ -207,6 +214,12 @@ class FastScan:
 
     def queries(self, log_pi: np.ndarray) -> np.ndarray:
         return np.maximum(log_pi, LOG_PI_FLOOR).reshape(len(log_pi), -1).astype(np.float32)
+
+    def code_queries(self, codes: np.ndarray, classes: int) -> np.ndarray:
+        """Query codes (Q, D) as tables: the inner product with a stored code counts equal variables."""
+        tables = np.zeros((len(codes), codes.shape[1], classes), np.float32)
+        tables[np.arange(len(codes))[:, None], np.arange(codes.shape[1]), codes] = 1
+        return tables.reshape(len(codes), -1)
 
 
 class Binary:
@@ -232,7 +245,11 @@ KINDS: dict[str, FastScan | Binary] = {
     "fastscan": FastScan(),
     "binary": Binary(),
 }
-DEFAULT_KINDS = ("fastscan", "binary")  # what `dvae index` writes: one per query type
+
+
+def default_kinds(classes: int) -> tuple[str, ...]:
+    """The index a database needs for K classes: fast scan when it fits (both query types), else binary."""
+    return tuple(next(([name] for name, kind in KINDS.items() if kind.supports(0, classes)), []))
 
 
 def bytes_per_code(kind: str, latent_vars: int, classes: int) -> int:
@@ -279,10 +296,11 @@ class SearchIndex:
 
     @classmethod
     def build(cls, codes: np.ndarray, classes: int, fingerprint: str | None = None,
-              kinds: tuple[str, ...] = DEFAULT_KINDS) -> SearchIndex:
-        """An index over `codes` with the FAISS indexes `kinds` (those the D and K allow) built now."""
+              kinds: tuple[str, ...] | None = None) -> SearchIndex:
+        """An index over `codes` with the FAISS indexes `kinds` (those the D and K allow; default
+        `default_kinds`) built now."""
         index = cls(codes, classes, fingerprint)
-        for kind in kinds:
+        for kind in default_kinds(classes) if kinds is None else kinds:
             if kind not in KINDS:
                 raise DVAEError(f"unknown index kind {kind!r}; choose from {', '.join(KINDS)}")
             if KINDS[kind].supports(index.latent_vars, classes):
@@ -291,7 +309,7 @@ class SearchIndex:
 
     @classmethod
     def from_images(cls, checkpoint: Checkpoint, images: str | os.PathLike | ImageSource,
-                    kinds: tuple[str, ...] = DEFAULT_KINDS, on_chunk=None) -> SearchIndex:
+                    kinds: tuple[str, ...] | None = None, on_chunk=None) -> SearchIndex:
         """Encode images (a path `dvae encode` reads, or an opened source) into codes and index them.
         `on_chunk(n)` is called after each chunk of n images (for progress)."""
         source = images if isinstance(images, ImageSource) else open_images(images)
@@ -348,11 +366,32 @@ class SearchIndex:
         query_codes = np.asarray(query_codes)
         self._check_queries(query_codes, HAMMING)
         k = min(k, len(self))
+        if k and len(query_codes) and KINDS["fastscan"].supports(self.latent_vars, self.classes):
+            found = [self._fast_hamming(query_codes[block], k) for block in blocks(len(query_codes), CHUNK)]
+            return Neighbours(*(np.concatenate(parts) for parts in zip(*found)), HAMMING, True)
         if k == 0 or len(query_codes) == 0 or not KINDS["binary"].supports(self.latent_vars, self.classes):
             return Neighbours(*brute_force(self.codes, query_codes, k, HAMMING), HAMMING, True)
         distances, rows = self._index("binary").search(KINDS["binary"].queries(query_codes, self.classes), k)
         rows, scores = top_k(distances.astype(np.float64) / 2, k, False, rows.astype(np.int64))
         return Neighbours(rows, scores, HAMMING, True)
+
+    def _fast_hamming(self, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact Hamming top k by fast scan. Its distances are exact but its order of equal ones is
+        not by row, so it fetches more candidates than k: when the last is farther than the k-th,
+        every code tied with the k-th is among them and sorting them by (distance, row) is exact.
+        Queries whose ties reach further fetch 8x more; past HAMMING_CANDIDATES, brute force."""
+        index, tables = self._index("fastscan"), KINDS["fastscan"].code_queries(query_codes, self.classes)
+        rows, scores = np.empty((len(query_codes), k), np.int64), np.empty((len(query_codes), k))
+        pending, candidates = np.arange(len(query_codes)), min(len(self), RERANK * k)
+        while pending.size and candidates <= max(k, HAMMING_CANDIDATES):
+            matches, found = index.search(tables[pending], candidates)
+            distances = self.latent_vars - np.rint(matches).astype(np.float64)
+            done = (distances[:, -1] > distances[:, k - 1]) | (candidates == len(self))
+            rows[pending[done]], scores[pending[done]] = top_k(distances[done], k, False, found[done].astype(np.int64))
+            pending, candidates = pending[~done], min(len(self), candidates * 8)
+        if pending.size:
+            rows[pending], scores[pending] = brute_force(self.codes, query_codes[pending], k, HAMMING)
+        return rows, scores
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the codes and FAISS indexes to `path` atomically (format: docs/SEARCH.md)."""

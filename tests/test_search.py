@@ -71,12 +71,16 @@ def test_exact_search_is_the_definition_with_ties_by_row(d, k, slices, monkeypat
     assert (found.rows[0] == np.arange(25)).all()  # all tied: the first rows
 
 
-@pytest.mark.parametrize("d,k", [(30, 10), (7, 3), (6, 300)])
-def test_hamming_search_is_the_definition_with_ties_by_row(d, k, monkeypatch):
-    monkeypatch.setattr(search_module, "SCORE_BLOCK", search_module.QUERY_BLOCK * 50)  # brute force (K=300) in slices
+@pytest.mark.parametrize("d,k,kind", [(30, 10, "fastscan"), (7, 3, "fastscan"), (5, 40, "binary"), (6, 300, None)])
+@pytest.mark.parametrize("most_candidates", [4096, 30])
+def test_hamming_search_is_the_definition_with_ties_by_row(d, k, kind, most_candidates, monkeypatch):
+    monkeypatch.setattr(search_module, "SCORE_BLOCK", search_module.QUERY_BLOCK * 50)  # brute force in slices
+    monkeypatch.setattr(search_module, "HAMMING_CANDIDATES", most_candidates)  # 30: ties beyond go to brute force
     codes = codes_with_duplicates(400, d, k)
     queries = np.concatenate([codes[[7, 3, 0]], np.random.default_rng(5).integers(0, k, size=(10, d))])
-    found = SearchIndex.build(codes, k).search_codes(queries, 30)
+    index = SearchIndex.build(codes, k)
+    assert list(index.indexes) == ([kind] if kind else [])
+    found = index.search_codes(queries, 30)
     expected = hamming_scores(queries, codes)
     assert (found.rows == reference(expected, 30, False)).all()
     assert (found.scores == np.take_along_axis(expected, found.rows, 1)).all()
@@ -87,7 +91,7 @@ def test_fast_scan_reranked_is_exact_on_its_set_and_close_to_exact():
     codes = codes_with_duplicates(3000, 30, 10)
     log_pi = random_log_pi(50, 30, 10, seed=3)
     index = SearchIndex.build(codes, 10)
-    assert set(index.indexes) == {"fastscan", "binary"}
+    assert list(index.indexes) == ["fastscan"]
     fast, exact = index.search_images(log_pi, 10), index.search_images(log_pi, 10, exact=True)
     assert not fast.exact and exact.exact
     scores = asymmetric_scores(log_pi, index.codes)
@@ -119,7 +123,7 @@ def test_index_file_round_trip(tmp_path):
     index = SearchIndex.build(codes, 10, FP)
     index.save(tmp_path / "db.idx")
     back = SearchIndex.load(tmp_path / "db.idx", fingerprint=FP)
-    assert (back.codes == index.codes).all() and back.fingerprint == FP and set(back.indexes) == {"fastscan", "binary"}
+    assert (back.codes == index.codes).all() and back.fingerprint == FP and list(back.indexes) == ["fastscan"]
     log_pi = random_log_pi(10, 30, 10)
     assert (back.search_images(log_pi, 5).rows == index.search_images(log_pi, 5).rows).all()
     for d, k in [(4, 40), (3, 300), (30, 10)]:
@@ -139,7 +143,7 @@ def index_bytes(tmp_path) -> bytes:
     (lambda b: b[:-100], "truncated index file"),
     (lambda b: b[:HEADER_SIZE + 10], "truncated index file"),
     (lambda b: b[:12] + b"\x07" + b[13:], "corrupt index header"),
-    (lambda b: b[:-50] + bytes([b[-50] ^ 1]) + b[-49:], "checksum mismatch in section 'binary'"),
+    (lambda b: b[:-50] + bytes([b[-50] ^ 1]) + b[-49:], "checksum mismatch in section 'fastscan'"),
     (lambda b: b + b"\0", "after the last section"),
     (lambda b: b[:8] + struct.pack("<H", 9) + b[10:], "version 9"),
     (lambda b: b"\x93NUMPY" + b[6:], "not a dvae search index"),
@@ -206,7 +210,7 @@ def test_cli_index_and_search_end_to_end(files, tiny_run, loaded):
 
     result = cli("index", files / "db.npy", "-o", files / "db.idx", "--ckpt", tiny_run, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["kinds"] == ["fastscan", "binary"]
+    assert json.loads(result.stdout)["kinds"] == ["fastscan"]
     out = files / "found.npy"
     result = cli("search", files / "db.idx", files / "q.npy", "-k", 4, "--ckpt", tiny_run, "-o", out, "-q")
     assert result.exit_code == 0, result.output
@@ -246,8 +250,9 @@ def test_cli_user_errors(files, tiny_run, tmp_path):
         (("search", files / "db.bin", files / "db.bin", "-o", files / "x.txt"), "written as .npy"),
         (("search", files / "db.bin", files / "q.npy", "--ckpt", tiny_run, "--eval"), "--db-labels"),
         (("search", files / "nope", files / "q.npy"), "cannot read"),
-        (("index", files / "db.bin", "-o", files / "a.idx", "--kind", "hnsw"), "unknown index kind"),
     ]
+    write_codes(files / "k12.bin", np.zeros((5, 30), np.uint8), 12)
+    cases.append((("search", files / "db.bin", files / "k12.bin"), "the database has D=30, K=10"))
     write_codes(files / "other.bin", np.zeros((5, 30), np.uint8), 10, fingerprint=FP)
     cases.append((("search", files / "other.bin", files / "q.npy", "--ckpt", tiny_run), "another model"))
     assert cli("index", files / "db.bin", "-o", files / "db.idx", "-q").exit_code == 0
@@ -265,7 +270,7 @@ def test_index_file_read_with_nothing_but_the_spec(tmp_path):
     import faiss
 
     codes = codes_with_duplicates(120, 30, 10)
-    SearchIndex.build(codes, 10, FP).save(tmp_path / "db.idx")
+    SearchIndex.build(codes, 10, FP, kinds=("fastscan", "binary")).save(tmp_path / "db.idx")
     data = (tmp_path / "db.idx").read_bytes()
     magic, version, d, k, n, sections, fingerprint = struct.unpack("<8sHIIQH16s", data[:44])
     assert (magic, version, d, k, n, sections, fingerprint) == (b"\x89DVIX\r\n\x1a", 1, 30, 10, 120, 3, FP.encode())
