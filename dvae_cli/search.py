@@ -199,10 +199,10 @@ def one_hot_bits(codes: np.ndarray, classes: int) -> np.ndarray:
 
 
 class FastScan:
-    """Asymmetric scoring, approximate: `IndexPQFastScan` keeps the 4-bit codes in SIMD blocks and
-    adds 8-bit-quantized tables of log pi, so it is fast and its ranking a little off."""
+    """`IndexPQFastScan` keeps the 4-bit codes in SIMD blocks and adds 8-bit-quantized tables: of log
+    pi for image queries (fast, its ranking a little off), of 0/1 for code queries (exact)."""
 
-    scoring, exact, binary = ASYMMETRIC, False, False
+    binary = False  # a FAISS Index (serialize_index), not an IndexBinary
 
     def supports(self, latent_vars: int, classes: int) -> bool:
         return classes <= 16
@@ -226,7 +226,7 @@ class Binary:
     """Hamming scoring, exact: `IndexBinaryFlat` over the one-hot bits (its distance is twice
     the number of differing variables)."""
 
-    scoring, exact, binary = HAMMING, True, True
+    binary = True
 
     def supports(self, latent_vars: int, classes: int) -> bool:
         return classes <= 256
