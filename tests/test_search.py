@@ -290,3 +290,15 @@ def test_index_file_read_with_nothing_but_the_spec(tmp_path):
     distances, rows = binary.search(np.packbits(one_hot, axis=1), 1)
     assert rows[0, 0] == 0 and distances[0, 0] == 0
     assert faiss.deserialize_index(np.frombuffer(found["fastscan"], np.uint8)).ntotal == 120
+
+
+def test_cli_query_from_stdin(files, tiny_run):
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.load(files / "q.npy")[:2])
+    result = CliRunner().invoke(app, ["search", str(files / "db.bin"), "-", "-k", "2", "--ckpt", str(tiny_run),
+                                      "--json"], input=buffer.getvalue())
+    assert result.exit_code == 0, result.output
+    from_file = cli("search", files / "db.bin", files / "q.npy", "-k", 2, "--ckpt", tiny_run, "--limit", 2, "--json")
+    assert json.loads(result.stdout)["results"] == json.loads(from_file.stdout)["results"]
