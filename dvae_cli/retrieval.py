@@ -20,8 +20,8 @@ from .codes import pack
 from .errors import DVAEError
 from .model import DiscreteVAE
 from .progress import Reporter
-from .search import (KINDS, QUERY_BLOCK, SearchIndex, asymmetric_scores, blocks, bytes_per_code, hamming_scores,
-                     query_log_pi)
+from .search import (KINDS, QUERY_BLOCK, SearchIndex, asymmetric_scores, blocks, bytes_per_code, default_kinds,
+                     hamming_scores, query_log_pi)
 
 KS = (1, 10, 100)
 
@@ -43,9 +43,11 @@ def asymmetric_key(index: SearchIndex, log_pi: np.ndarray, name: str = "code, as
 
 
 def hamming_key(index: SearchIndex, query_codes: np.ndarray, name: str = "code, Hamming") -> Key:
-    """The codes scored by differing variables against the query's own code; stored as one-hot bits."""
-    return Key(name, bytes_per_code("binary", index.latent_vars, index.classes), False,
-               lambda block: hamming_scores(query_codes[block], index.codes))
+    """The codes scored by differing variables against the query's own code; stored as the index
+    that serves it holds them (fast scan's 4-bit codes for K <= 16, else one-hot bits, else indices)."""
+    kinds = default_kinds(index.classes)
+    stored = bytes_per_code(kinds[0], index.latent_vars, index.classes) if kinds else index.codes.shape[1]
+    return Key(name, stored, False, lambda block: hamming_scores(query_codes[block], index.codes))
 
 
 def _inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
