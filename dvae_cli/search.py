@@ -17,7 +17,7 @@ log pi), exact for code queries (tables of 0 and 1 lose nothing to 8 bits), abou
 `binary` (FAISS `IndexBinaryFlat` on the one-hot bits, exact), which serves code queries for
 16 < K <= 256. Exact asymmetric scoring, and every search the kinds do not cover, is a NumPy brute
 force over the codes, which the tests hold the indexes to. (FAISS's exact `IndexPQ` of the same
-quantizer, 8-bit for K > 16, is about 3x faster than that brute force, but returns equal scores in
+quantizer, 8-bit for K > 16, is 2-3x faster than that brute force, but returns equal scores in
 no set order; bench/search.py measures every one.)
 
 Results are deterministic: neighbours come in order of score, equal scores in order of row
