@@ -34,6 +34,7 @@ COMMAND_GROUPS = [  # one line per command group
     CommandGroup("dvae_cli.cli.reproduce", ("reproduce",), "Experiments"),
     CommandGroup("dvae_cli.cli.pretrained", ("pretrained",), "Experiments"),
     CommandGroup("dvae_cli.cli.codes", ("encode", "decode", "cat"), "Codes"),
+    CommandGroup("dvae_cli.cli.search", ("index", "search"), "Codes"),
     CommandGroup("dvae_cli.cli.figures", ("heatmap", "recon", "samples", "traverse", "plot"), "Figures"),
 ]
 

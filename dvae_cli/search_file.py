@@ -1,0 +1,149 @@
+"""The search index file (`dvae index`): a dvae header, the codes, and FAISS's own serialized indexes.
+
+Byte layout (little-endian; also in docs/SEARCH.md):
+
+    offset  size  field
+    0       8     magic  89 44 56 49 58 0d 0a 1a  ("\\x89DVIX\\r\\n\\x1a")
+    8       2     format version (1)
+    10      4     D, variables per code
+    14      4     K, classes per variable
+    18      8     N, codes
+    26      2     S, sections that follow
+    28      16    fingerprint of the checkpoint that made the codes (16 hex digits; zeros: unknown)
+    44      4     CRC-32 of bytes 0-43
+    48            S sections, each: name (16 bytes, ASCII, zero-padded), payload bytes P (u64),
+                  CRC-32 of the payload (u32), the payload (P bytes)
+
+Sections: `codes` (always, first): the N codes as `packed` records of docs/CODES.md (13 bytes
+for D=30, K=10); then one per FAISS index kind (`fastscan`, `pq`, `binary`), the output of
+`faiss.serialize_index` (`serialize_index_binary` for `binary`), readable by FAISS alone. A
+truncated, corrupt or inconsistent file, or one made by another model, is a DVAEError.
+
+Owns: the index file's byte layout. Must not: score or search.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .codes import pack, unpack
+from .errors import DVAEError
+from .fileio import atomic_open
+from .search import KINDS, SearchIndex, bytes_per_code, load_faiss
+
+MAGIC = b"\x89DVIX\r\n\x1a"
+VERSION = 1
+HEADER = struct.Struct("<8sHIIQH16s")
+HEADER_SIZE = HEADER.size + 4  # + CRC-32
+SECTION = struct.Struct("<16sQI")
+CODES = "codes"
+
+
+def _crc(data: bytes | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _section(name: str, payload: bytes) -> bytes:
+    return SECTION.pack(name.encode("ascii"), len(payload), _crc(payload)) + payload
+
+
+def _serialize(kind: str, index) -> bytes:
+    faiss = load_faiss()
+    serialize = faiss.serialize_index_binary if KINDS[kind].binary else faiss.serialize_index
+    return serialize(index).tobytes()
+
+
+def write_index(path: str | os.PathLike, index: SearchIndex) -> None:
+    """Write `index` (its codes and every FAISS index it holds) to `path`, atomically."""
+    fingerprint = (index.fingerprint or "").encode("ascii")
+    fields = HEADER.pack(MAGIC, VERSION, index.latent_vars, index.classes, len(index),
+                         1 + len(index.indexes), fingerprint)
+    records = pack(index.codes, index.classes).tobytes() if len(index) else b""
+    with atomic_open(path) as f:
+        f.write(fields + struct.pack("<I", _crc(fields)))
+        f.write(_section(CODES, records))
+        for kind, faiss_index in index.indexes.items():
+            f.write(_section(kind, _serialize(kind, faiss_index)))
+
+
+def is_index_file(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a search index file."""
+    return head.startswith(MAGIC)
+
+
+def _deserialize(kind: str, payload: memoryview, name: str):
+    faiss = load_faiss()
+    deserialize = faiss.deserialize_index_binary if KINDS[kind].binary else faiss.deserialize_index
+    try:
+        return deserialize(np.frombuffer(payload, np.uint8))
+    except RuntimeError as e:
+        raise DVAEError(f"{name}: corrupt {kind} index ({str(e).splitlines()[0]})") from None
+
+
+def _check_faiss(kind: str, faiss_index, d: int, k: int, n: int, name: str) -> None:
+    """The FAISS index must hold the N codes of D variables that the header announces."""
+    expected = bytes_per_code(kind, d, k) * 8 if KINDS[kind].binary else d * k
+    if faiss_index.ntotal != n or faiss_index.d != expected:
+        raise DVAEError(f"{name}: inconsistent {kind} index ({faiss_index.ntotal} codes of dimension "
+                        f"{faiss_index.d}; the header says {n} codes, dimension {expected})")
+
+
+def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> SearchIndex:
+    """Read a search index file; with `fingerprint`, its codes must come from that checkpoint."""
+    name = str(path)
+    try:
+        data = memoryview(Path(path).read_bytes())
+    except OSError as e:
+        raise DVAEError(f"{name}: cannot read it ({e.strerror})") from None
+    if not is_index_file(bytes(data[:8])):
+        raise DVAEError(f"{name}: not a dvae search index (make one with: dvae index CODES -o FILE)")
+    if len(data) < HEADER_SIZE:
+        raise DVAEError(f"{name}: truncated index header ({len(data)} of {HEADER_SIZE} bytes)")
+    _, version, d, k, n, sections, fp = HEADER.unpack(data[:HEADER.size])
+    if version != VERSION:
+        newer = " (written by a newer dvae: upgrade)" if version > VERSION else ""
+        raise DVAEError(f"{name}: index format version {version}; this dvae reads version {VERSION}{newer}")
+    if _crc(data[:HEADER.size]) != int.from_bytes(data[HEADER.size:HEADER_SIZE], "little"):
+        raise DVAEError(f"{name}: corrupt index header (checksum mismatch)")
+    made_by = fp.decode("ascii", "replace") if fp.strip(b"\0") else None
+    if fingerprint is not None and made_by not in (None, fingerprint):
+        raise DVAEError(f"{name}: indexes codes of another model (fingerprint {made_by}; the checkpoint has "
+                        f"{fingerprint}): use the checkpoint that made it, or rebuild it with dvae index")
+    payloads: dict[str, memoryview] = {}
+    offset = HEADER_SIZE
+    for _ in range(sections):
+        if offset + SECTION.size > len(data):
+            raise DVAEError(f"{name}: truncated index file (a section header is cut off at byte {offset})")
+        raw_name, size, crc = SECTION.unpack(data[offset:offset + SECTION.size])
+        section = raw_name.rstrip(b"\0").decode("ascii", "replace")
+        start = offset + SECTION.size
+        if start + size > len(data):
+            raise DVAEError(f"{name}: truncated index file (section {section!r} needs {size} bytes, "
+                            f"{len(data) - start} are left)")
+        payload = data[start:start + size]
+        if _crc(payload) != crc:
+            raise DVAEError(f"{name}: corrupt index file (checksum mismatch in section {section!r})")
+        if section != CODES and section not in KINDS or section in payloads:
+            raise DVAEError(f"{name}: unexpected section {section!r} (written by a newer dvae?)")
+        payloads[section] = payload
+        offset = start + size
+    if offset != len(data):
+        raise DVAEError(f"{name}: {len(data) - offset} bytes after the last section: not a valid index file")
+    if CODES not in payloads:
+        raise DVAEError(f"{name}: corrupt index file (no codes section)")
+    try:
+        records = np.frombuffer(payloads[CODES], np.uint8).reshape(n, -1) if n else np.zeros((0, 1), np.uint8)
+        codes = unpack(records, d, k) if n else np.zeros((0, d), np.uint8)
+    except (ValueError, DVAEError) as e:
+        raise DVAEError(f"{name}: corrupt codes section ({e})") from None
+    index = SearchIndex(codes, k, made_by)
+    for kind in [s for s in payloads if s != CODES]:
+        faiss_index = _deserialize(kind, payloads[kind], name)
+        _check_faiss(kind, faiss_index, d, k, n, name)
+        index.indexes[kind] = faiss_index
+    return index
