@@ -180,7 +180,8 @@ def test_code_diversity_of_slices_adds_up_to_the_whole_batch():
 
 
 def test_diversity_schedule_and_defaults():
-    assert make_method("dtp").config.diversity == 1.0  # dvae's default reading of the thesis
+    dtp = make_method("dtp")  # dvae's default reading of the thesis: w warmed up 0 -> 1 over 10 epochs
+    assert [dtp.schedule(e)["diversity"] for e in (0, 5, 10, 30)] == [0.0, 0.5, 1.0, 1.0]
     assert make_method("gumbel").config.diversity == 0.0
     assert "diversity" not in make_method("dtp", {"diversity": 0.0}).schedule(0)  # the literal reading
     method = make_method("st", {"diversity": 2.0, "diversity_warmup": 4})

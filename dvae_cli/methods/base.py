@@ -61,17 +61,23 @@ def ramp(epoch: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
 
 
+def diversity_field(default: float = 0.0):
+    """The `diversity` option (a method with another default redeclares it with this)."""
+    return field(default=default, metadata={
+        "help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"})
+
+
+def diversity_warmup_field(default: int = 0):
+    """The `diversity_warmup` option (a method with another default redeclares it with this)."""
+    return field(default=default, metadata={"help": "epochs over which the diversity weight rises linearly from 0"})
+
+
 @dataclass
 class CommonConfig:
     """Options every method has: the weight of the code-diversity term (model.code_diversity)."""
 
-    diversity: float = field(
-        default=0.0,
-        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"},
-    )
-    diversity_warmup: int = field(
-        default=0, metadata={"help": "epochs over which the diversity weight rises linearly from 0"}
-    )
+    diversity: float = diversity_field()
+    diversity_warmup: int = diversity_warmup_field()
 
     def __post_init__(self) -> None:
         if not self.diversity >= 0 or self.diversity_warmup < 0:

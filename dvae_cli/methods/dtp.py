@@ -9,9 +9,10 @@ The thesis's future work (6.1), as options: the "log" correction takes the diffe
 space and renormalizes, pi_hat = softmax(2 log pi(x) - log pi(x')), always a distribution; the
 "ce" loss replaces the squared error by the cross-entropy -sum_k pi_hat_k log pi_k.
 
-By default the encoder also carries the code-diversity term (model.code_diversity, weight
-`diversity`, 1): eq. 5.4's KL taken on the batch-mean pi rather than per image. Without it
-(`diversity=0`, the literal reading) each variable collapses onto about 2 of its 10 classes.
+By default the encoder also carries the code-diversity term (model.code_diversity): eq. 5.4's KL
+taken on the batch-mean pi rather than per image, its weight warmed up 0 -> 1 over 10 epochs as
+the thesis warms up beta. Without it (`diversity=0`, the literal reading) each variable collapses
+onto about 2 of its 10 classes (docs/RESULTS.md).
 
 Owns: the DTP loss and its settings. Must not: draw noise itself (methods.Noise) or add the
 diversity term (the training loop does).
@@ -27,15 +28,13 @@ from torch import Tensor
 
 from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
-from .base import CommonConfig, Method, Noise, Step, ramp
+from .base import CommonConfig, Method, Noise, Step, diversity_field, diversity_warmup_field, ramp
 
 
 @dataclass
 class DTPConfig(CommonConfig):
-    diversity: float = field(
-        default=1.0,
-        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"},
-    )
+    diversity: float = diversity_field(1.0)  # dvae's reading: eq. 5.4's KL on the batch-mean pi,
+    diversity_warmup: int = diversity_warmup_field(10)  # warmed up as the thesis warms up beta
     dtp_target: str = field(
         default="prob",
         metadata={"help": "DTP target: prob = 2 pi(x) - pi(x'), sample = y + pi(x) - pi(x')",
