@@ -41,13 +41,12 @@ def test_pretrained_loads_by_name_in_float32(name):
 
 
 def test_pretrained_are_the_best_recorded_runs():
-    """best: the lowest validation -ELBO of every run; dtp: the best seed of the default `dtp` row."""
+    """best: the lowest validation -ELBO of every run; dtp: seed 0 of the default `dtp` row."""
     runs = recorded_runs()
     best = min(runs, key=lambda r: r["metrics"]["valid_neg_elbo"])
-    best_dtp = min((r for r in recorded_runs(("diversity",)) if r["model"] == "dtp"),
-                   key=lambda r: r["metrics"]["valid_neg_elbo"])
+    dtp_seed0 = [r for r in recorded_runs(("diversity",)) if r["model"] == "dtp" and r["seed"] == 0]
     assert load_checkpoint("pretrained:best").fingerprint == best["fingerprint"]
-    assert load_checkpoint("pretrained:dtp").fingerprint == best_dtp["fingerprint"]
+    assert [load_checkpoint("pretrained:dtp").fingerprint] == [r["fingerprint"] for r in dtp_seed0]
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
