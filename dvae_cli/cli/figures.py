@@ -272,8 +272,11 @@ def plot(
 
     with user_errors():
         output_format(output)
+        names = [run_dir.resolve().name for run_dir in run_dirs]
         runs = []
-        for run_dir in run_dirs:
+        for run_dir, name in zip(run_dirs, names):
             method, metrics = read_run(run_dir)
-            runs.append((f"{method}: {run_dir.resolve().name}", metrics))
+            if names.count(name) > 1:  # same folder name in two places: say which
+                name = f"{run_dir.resolve().parent.name}/{name}"
+            runs.append((f"{method}: {name}", metrics))
         _write(curves_figure(runs), output, quiet)
