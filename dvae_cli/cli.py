@@ -123,6 +123,7 @@ def train(
     hidden: int = typer.Option(500, min=1, help="Hidden units of encoder and decoder."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<method>-<timestamp>)."),
+    save_every: int = typer.Option(0, min=0, help="Also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -152,7 +153,7 @@ def train(
                 _check_hparams(method.value, hparams)
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, train_limit=train_limit, device=device,
+                    seed=seed, train_limit=train_limit, device=device, save_every=save_every,
                     data_dir=str(data_dir) if data_dir else None,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
                 )

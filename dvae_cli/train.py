@@ -41,6 +41,7 @@ class TrainConfig:
     train_limit: int | None = None
     device: str = "auto"
     data_dir: str | None = None
+    save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,8 +128,8 @@ class Run:
         self.device = distributed.local_device(resolve_device(config.device))
         self.method = make_method(config.method, config.hparams)
         config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
-        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0:
-            raise DVAEError("batch size and learning rate must be positive, epochs not negative")
+        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0 or config.save_every < 0:
+            raise DVAEError("batch size and learning rate must be positive, epochs and --save-every not negative")
         self.train_data = load_split("train", config.data_dir, config.train_limit, self.device)
         self.valid_data = load_split("valid", config.data_dir, device=self.device)
         torch.manual_seed(config.seed)  # the initial weights do not depend on the device
@@ -183,6 +184,8 @@ class Run:
             self.best = record["valid_neg_elbo"]
             save_checkpoint(self.out / BEST, self.model, method, hparams, self.epoch, record, info)
         save_checkpoint(self.out / LAST, self.model, method, hparams, self.epoch, record, info)
+        if self.config.save_every and self.epoch % self.config.save_every == 0:
+            save_checkpoint(self.out / epoch_checkpoint(self.epoch), self.model, method, hparams, self.epoch, record, info)
         atomic_write_text(self.out / METRICS, "".join(json.dumps(m) + "\n" for m in self.metrics))
         save_state(self.out / STATE, TrainState(
             self.epoch, self.model.state_dict(), self.optimizer.state_dict(),
@@ -224,6 +227,11 @@ class Run:
             self.save(record)
         self.reporter.advance("epochs")
         self.reporter.log(_format_epoch(record, self.config.epochs))
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The file name of the checkpoint `--save-every` keeps after epoch `epoch`."""
+    return f"epoch-{epoch:04d}.safetensors"
 
 
 def default_out(method: str) -> Path:
