@@ -246,6 +246,8 @@ app.command(rich_help_panel="Figures")(cli_figures.recon)
 app.command(rich_help_panel="Figures")(cli_figures.samples)
 app.command(rich_help_panel="Figures")(cli_figures.traverse)
 app.command(rich_help_panel="Figures")(cli_figures.plot)
+from . import cli_gradients  # noqa: E402
+app.command(rich_help_panel="Experiments")(cli_gradients.gradients)
 
 
 def run() -> None:
