@@ -44,11 +44,12 @@ class Moments:
     """Running mean of vectors and the trace of their covariance (Welford, in float64)."""
 
     def __init__(self) -> None:
-        self.count, self.mean, self.squares = 0, torch.zeros(0, dtype=torch.float64), 0.0
+        self.count, self.squares = 0, 0.0
+        self.mean: Tensor | None = None
 
     def add(self, vector: Tensor) -> None:
         vector = vector.double()
-        if self.count == 0:
+        if self.mean is None:
             self.mean = torch.zeros_like(vector)
         self.count += 1
         delta = vector - self.mean
@@ -155,9 +156,6 @@ class Comparison:
     schedule: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def _cosine(a: Tensor, b: Tensor) -> float:
     return (torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)).item()
@@ -225,8 +223,7 @@ class Report:
     comparisons: list[Comparison]
 
     def to_dict(self) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "comparisons"},
-                "comparisons": [c.to_dict() for c in self.comparisons]}
+        return asdict(self)
 
 
 def measure(checkpoint: Checkpoint, x: Tensor, methods: list[Estimator], samples: int, repeats: int,
