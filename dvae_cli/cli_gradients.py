@@ -27,8 +27,8 @@ def _method_names(spec: Optional[str]) -> list[str]:
     return names
 
 
-def _number(value: Optional[float], digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def _number(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def report_table(report) -> Table:
@@ -43,21 +43,20 @@ def report_table(report) -> Table:
               f"standard error {ref['relative_standard_error']:.3f}, {ref['seconds']:.0f} s)",
         title_justify="left",
         caption=f"{report.comparisons[0].repeats if report.comparisons else 0} draws per method{schedules}. "
-                "cos: of the mean update with the reference; draw: quantiles of one draw's cosine. "
+                "cos: of the mean update with the reference; 10%, 50%, 90%: quantiles of one draw's cosine with it. "
                 "std (of one draw), |m-ref| (mean update - reference), floor, bias: relative to ||reference||; "
                 "floor: what |m-ref| would be for an unbiased method (noise of the draws and of the reference); "
                 "bias: sqrt(|m-ref|^2 - floor^2). SNR: ||mean|| / sqrt(trace Cov). dtp's update is not an ELBO "
                 "gradient: only its directions and SNR compare.",
-        box=box.SIMPLE_HEAD,
+        box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
         caption_justify="left",
     )
-    for name in ("method", "cos", "draw 10%", "50%", "90%", "SNR", "std", "|m-ref|", "floor", "bias"):
-        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True,
-                         min_width=9 if name == "method" else None)
+    for name in ("method", "cos", "10%", "50%", "90%", "SNR", "std", "|m-ref|", "floor", "bias"):
+        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
     for c in report.comparisons:
         q = c.draw_cosines
-        table.add_row(c.method, f"{c.cosine:.3f}", f"{q['10%']:.3f}", f"{q['50%']:.3f}", f"{q['90%']:.3f}",
-                      f"{c.snr:.3g}", _number(c.relative_std, 2), _number(c.relative_bias), _number(c.bias_noise_floor),
+        table.add_row(c.method, f"{c.cosine:.2f}", f"{q['10%']:.2f}", f"{q['50%']:.2f}", f"{q['90%']:.2f}",
+                      f"{c.snr:.2f}", _number(c.relative_std), _number(c.relative_bias), _number(c.bias_noise_floor),
                       _number(c.bias))
     return table
 
