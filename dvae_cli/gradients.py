@@ -74,6 +74,7 @@ class Reference:
     """The reference gradient and its own error."""
 
     gradient: Tensor  # (P,) float64
+    kl_gradient: Tensor  # (P,) its exact KL part; the rest is the reconstruction part
     standard_error: float  # sqrt(trace of the covariance of `gradient`), from the G groups' spread
     samples: int  # S per image
     groups: int  # G
@@ -82,6 +83,8 @@ class Reference:
     def summary(self) -> dict:
         norm = self.gradient.norm().item()
         return {"samples": self.samples, "groups": self.groups, "norm": norm,
+                "kl_norm": self.kl_gradient.norm().item(),
+                "reconstruction_norm": (self.gradient - self.kl_gradient).norm().item(),
                 "standard_error": self.standard_error, "relative_standard_error": self.standard_error / norm,
                 "seconds": self.seconds}
 
@@ -125,7 +128,7 @@ def reference_gradient(model: DiscreteVAE, x: Tensor, samples: int, generator: t
         coefficient = (weighted - (total / per_group)[:, None, None] * counts) / (per_group - 1)
         reconstruction = encoder_gradient(model, log_pi, (-coefficient / batch).to(log_pi.dtype), retain_graph=True)
         moments.add(reconstruction)  # the KL part is exact: the groups differ in this part only
-    return Reference(kl + moments.mean, math.sqrt(max(moments.trace_covariance(), 0.0) / groups),
+    return Reference(kl + moments.mean, kl, math.sqrt(max(moments.trace_covariance(), 0.0) / groups),
                      per_group * groups, groups, time.perf_counter() - start_time)
 
 
@@ -146,6 +149,7 @@ class Comparison:
     elbo_gradient: bool  # False (DTP): bias, variance and norm are not comparable, only directions
     repeats: int
     cosine: float  # of the mean update with the reference
+    reconstruction_cosine: float  # of its reconstruction part with the reference's (see `compare`)
     draw_cosines: dict[str, float]  # quantiles of the single-draw cosines with the reference
     snr: float  # ||mean update|| / sqrt(trace Cov) of one draw
     relative_bias: float | None  # ||mean - reference|| / ||reference||
@@ -161,9 +165,14 @@ def _cosine(a: Tensor, b: Tensor) -> float:
     return (torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)).item()
 
 
-def compare(model: DiscreteVAE, x: Tensor, estimator: Estimator, reference: Tensor, reference_error: float,
-            repeats: int, generator: torch.Generator, reporter: Reporter | None = None) -> Comparison:
-    """R draws of the estimator's encoder update on the batch x, each with new noise, against `reference`."""
+def compare(model: DiscreteVAE, x: Tensor, estimator: Estimator, reference: Reference, repeats: int,
+            generator: torch.Generator, reporter: Reporter | None = None) -> Comparison:
+    """R draws of the estimator's encoder update on the batch x, each with new noise, against `reference`.
+
+    `reconstruction_cosine` leaves the exact KL gradient out of both sides: every ELBO estimator
+    adds it exactly, so the rest is its estimate of the reconstruction term's gradient; DTP's update
+    (KL weight beta, 0 by default) is compared whole with the reference's reconstruction part.
+    """
     if repeats < 2:
         raise DVAEError("--repeats must be at least 2 (the variance needs two draws)")
     reporter = reporter or Reporter()
@@ -175,15 +184,17 @@ def compare(model: DiscreteVAE, x: Tensor, estimator: Estimator, reference: Tens
         step = loss(x, Noise(generator, len(x)), estimator.schedule)
         update = encoder_gradient(model, step.loss).double()
         moments.add(update)
-        cosines.append(_cosine(update, reference))
+        cosines.append(_cosine(update, reference.gradient))
         reporter.advance("draws")
-    mean, variance, ref_norm = moments.mean, moments.trace_covariance(), reference.norm().item()
+    mean, variance, ref_norm = moments.mean, moments.trace_covariance(), reference.gradient.norm().item()
     elbo = estimator.method.elbo_gradient
-    raw_bias = (mean - reference).norm().item() / ref_norm
-    floor = math.sqrt(variance / repeats + reference_error**2) / ref_norm
+    raw_bias = (mean - reference.gradient).norm().item() / ref_norm
+    floor = math.sqrt(variance / repeats + reference.standard_error**2) / ref_norm
+    reconstruction = reference.gradient - reference.kl_gradient
     return Comparison(
         method=estimator.label, elbo_gradient=elbo, repeats=repeats,
-        cosine=_cosine(mean, reference),
+        cosine=_cosine(mean, reference.gradient),
+        reconstruction_cosine=_cosine(mean - reference.kl_gradient if elbo else mean, reconstruction),
         draw_cosines={f"{q:.0%}": float(np.quantile(cosines, q)) for q in QUANTILES},
         snr=mean.norm().item() / math.sqrt(variance) if variance > 0 else math.inf,
         relative_bias=raw_bias if elbo else None,
@@ -234,8 +245,8 @@ def measure(checkpoint: Checkpoint, x: Tensor, methods: list[Estimator], samples
     not depend on which other methods are measured."""
     model = checkpoint.model
     reference = reference_gradient(model, x, samples, torch.Generator(x.device).manual_seed(seed), reporter=reporter)
-    comparisons = [compare(model, x, estimator, reference.gradient, reference.standard_error, repeats,
-                           torch.Generator(x.device).manual_seed(seed + 1), reporter) for estimator in methods]
+    comparisons = [compare(model, x, estimator, reference, repeats, torch.Generator(x.device).manual_seed(seed + 1),
+                           reporter) for estimator in methods]
     return Report(label or str(checkpoint.path), str(checkpoint.path), checkpoint.method, checkpoint.epoch, len(x), reference.summary(), comparisons)
 
 
@@ -271,24 +282,26 @@ def bias_variance_figure(comparisons: list[Comparison], title: str) -> Figure:
 
 
 def training_figure(series: dict[str, list[tuple[int, Comparison]]], title: str) -> Figure:
-    """Over training: cosine of the mean update with the reference and the median single-draw cosine,
-    against the checkpoint's epoch, one line per series (e.g. 'run: method')."""
+    """Over training, against the checkpoint's epoch, one line per series (e.g. 'run: method'): the
+    cosine of the mean update with the reference, the same for the reconstruction parts, and the
+    median single-draw cosine."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2, sharex=True)
+    panels = (("cos(mean update, reference)", lambda c: c.cosine),
+              ("cos of the reconstruction parts (KL left out)", lambda c: c.reconstruction_cosine),
+              ("median cos(one draw, reference)", lambda c: c.draw_cosines["50%"]))
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharex=True, sharey=True)
     for i, (label, points) in enumerate(series.items()):
         points = sorted(points, key=lambda p: p[0])
-        epochs = [e for e, _ in points]
         style = {"color": f"C{i % 10}", "marker": "o", "markersize": 3, "label": label}
-        left.plot(epochs, [c.cosine for _, c in points], **style)
-        right.plot(epochs, [c.draw_cosines["50%"] for _, c in points], **style)
-    left.set_title("cos(mean update, reference)", fontsize=10)
-    right.set_title("median cos(one draw, reference)", fontsize=10)
-    for ax in (left, right):
+        for ax, (_, value) in zip(axes, panels):
+            ax.plot([e for e, _ in points], [value(c) for _, c in points], **style)
+    for ax, (name, _) in zip(axes, panels):
+        ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
