@@ -101,7 +101,7 @@ def test_cli_table_json_and_figures(tmp_path, mnist_dir):
     result = runner.invoke(app, ["gradients", str(run), *common, "-o", str(tmp_path / "bias.png")])
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
-    assert len(rows["st"]) == 9 and rows["dtp"][5:] == ["—"] * 4  # dtp: no std, |m-ref|, floor, bias
+    assert len(rows["st"]) == 10 and rows["dtp"][6:] == ["—"] * 4  # dtp: no std, |m-ref|, floor, bias
     assert (tmp_path / "bias.png").read_bytes()[:4] == b"\x89PNG"
     epochs = [str(run / f"epoch-000{e}.safetensors") for e in (1, 2)]
     result = runner.invoke(app, ["gradients", *epochs, *common, "--json", "-o", str(tmp_path / "training.png")])
