@@ -269,7 +269,7 @@ def bias_variance_figure(comparisons: list[Comparison], title: str) -> Figure:
                     fontsize=9)
     ax.set_xlabel("relative std of one draw  sqrt(trace Cov) / ||ref||")
     ax.set_ylabel("relative bias  ||mean - ref|| / ||ref||")
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, 1.15 * max([c.relative_std for c in shown], default=1.0))  # room for the labels
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     if shown:
