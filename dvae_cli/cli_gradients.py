@@ -56,10 +56,9 @@ def report_table(report) -> Table:
     for name in ("method", "cos", "rec", "10%", "50%", "90%", "SNR", "std", "|m-ref|", "floor", "bias"):
         table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
     for c in report.comparisons:
-        q = c.draw_cosines
-        table.add_row(c.method, f"{c.cosine:.2f}", f"{c.reconstruction_cosine:.2f}", f"{q['10%']:.2f}", f"{q['50%']:.2f}", f"{q['90%']:.2f}",
-                      f"{c.snr:.2f}", _number(c.relative_std), _number(c.relative_bias), _number(c.bias_noise_floor),
-                      _number(c.bias))
+        q = c.draw_cosines  # 10%, 50%, 90%
+        table.add_row(c.method, *(f"{v:.2f}" for v in (c.cosine, c.reconstruction_cosine, *q.values(), c.snr)),
+                      *map(_number, (c.relative_std, c.relative_bias, c.bias_noise_floor, c.bias)))
     return table
 
 
@@ -94,7 +93,7 @@ def gradients(
     from .checkpoint import load_checkpoint
     from .data import load_split
     from .figures import output_format, save_figure
-    from .gradients import bias_variance_figure, estimators, measure, training_figure
+    from .gradients import estimators, measure, reports_figure
     from .progress import for_terminal
     from .train import resolve_device
 
@@ -114,17 +113,7 @@ def gradients(
         finally:
             reporter.close()
         if out is not None:
-            if len(reports) == 1:
-                report = reports[0]
-                fig = bias_variance_figure(report.comparisons, f"{report.checkpoint} ({report.method}, epoch "
-                                           f"{report.epoch}): encoder updates vs the -ELBO gradient")
-            else:
-                series: dict = {}
-                for report in reports:
-                    for c in report.comparisons:
-                        series.setdefault(f"{Path(report.path).parent.name}: {c.method}", []).append(
-                            (report.epoch, c))
-                fig = training_figure(series, "Alignment of each method's encoder update with the -ELBO gradient")
+            fig = reports_figure(reports)
             save_figure(fig, out)
     if json_out:
         print(json.dumps({"split": split.value, "seed": seed, "reports": [r.to_dict() for r in reports]}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -305,3 +306,17 @@ def training_figure(series: dict[str, list[tuple[int, Comparison]]], title: str)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def reports_figure(reports: list[Report]) -> Figure:
+    """Bias against std for one report; for several (checkpoints of runs), the cosines against the
+    epoch, one line per run folder and method."""
+    if len(reports) == 1:
+        report = reports[0]
+        return bias_variance_figure(report.comparisons, f"{report.checkpoint} ({report.method}, epoch "
+                                    f"{report.epoch}): encoder updates vs the -ELBO gradient")
+    series: dict[str, list[tuple[int, Comparison]]] = {}
+    for report in reports:
+        for c in report.comparisons:
+            series.setdefault(f"{Path(report.path).parent.name}: {c.method}", []).append((report.epoch, c))
+    return training_figure(series, "Alignment of each method's encoder update with the -ELBO gradient")
