@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 QUANTILES = (0.1, 0.5, 0.9)  # of the single-draw cosines
+LINE_STYLES = ("-", "--", ":", "-.")  # one per run in the over-training figure
 DECODER_ROWS = 20_000  # decoder passes per chunk of the reference: bounds its memory (~150 MB)
 
 
@@ -282,10 +283,10 @@ def bias_variance_figure(comparisons: list[Comparison], title: str) -> Figure:
     return fig
 
 
-def training_figure(series: dict[str, list[tuple[int, Comparison]]], title: str) -> Figure:
-    """Over training, against the checkpoint's epoch, one line per series (e.g. 'run: method'): the
-    cosine of the mean update with the reference, the same for the reconstruction parts, and the
-    median single-draw cosine."""
+def training_figure(series: dict[tuple[str, str], list[tuple[int, Comparison]]], title: str) -> Figure:
+    """Over training, against the checkpoint's epoch, one line per (run, method) series, a colour
+    per method and a line style per run: the cosine of the mean update with the reference, the same
+    for the reconstruction parts, and the median single-draw cosine."""
     from matplotlib.figure import Figure
 
     panels = (("cos(mean update, reference)", lambda c: c.cosine),
@@ -293,9 +294,12 @@ def training_figure(series: dict[str, list[tuple[int, Comparison]]], title: str)
               ("median cos(one draw, reference)", lambda c: c.draw_cosines["50%"]))
     fig = Figure(figsize=(15, 4.8), layout="constrained")
     axes = fig.subplots(1, len(panels), sharex=True, sharey=True)
-    for i, (label, points) in enumerate(series.items()):
+    runs = list(dict.fromkeys(run for run, _ in series))
+    methods = list(dict.fromkeys(method for _, method in series))
+    for (run, method), points in series.items():
         points = sorted(points, key=lambda p: p[0])
-        style = {"color": f"C{i % 10}", "marker": "o", "markersize": 3, "label": label}
+        style = {"color": f"C{methods.index(method) % 10}", "marker": "o", "markersize": 3,
+                 "linestyle": LINE_STYLES[runs.index(run) % len(LINE_STYLES)], "label": f"{run}: {method}"}
         for ax, (_, value) in zip(axes, panels):
             ax.plot([e for e, _ in points], [value(c) for _, c in points], **style)
     for ax, (name, _) in zip(axes, panels):
@@ -315,8 +319,8 @@ def reports_figure(reports: list[Report]) -> Figure:
         report = reports[0]
         return bias_variance_figure(report.comparisons, f"{report.checkpoint} ({report.method}, epoch "
                                     f"{report.epoch}): encoder updates vs the -ELBO gradient")
-    series: dict[str, list[tuple[int, Comparison]]] = {}
+    series: dict[tuple[str, str], list[tuple[int, Comparison]]] = {}
     for report in reports:
         for c in report.comparisons:
-            series.setdefault(f"{Path(report.path).parent.name}: {c.method}", []).append((report.epoch, c))
+            series.setdefault((Path(report.path).parent.name, c.method), []).append((report.epoch, c))
     return training_figure(series, "Alignment of each method's encoder update with the -ELBO gradient")
