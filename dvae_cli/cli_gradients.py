@@ -102,12 +102,12 @@ def gradients(
         if out is not None:
             output_format(out)  # a bad suffix fails before the work
         dev = resolve_device(device)
+        checkpoints = [load_checkpoint(ckpt, dev) for ckpt in ckpts]  # a wrong path fails before the work
         x = load_split(split.value, str(data_dir) if data_dir else None, batch, dev)
         reporter = for_terminal(quiet)
         reports = []
         try:
-            for ckpt in ckpts:
-                checkpoint = load_checkpoint(ckpt, dev)
+            for ckpt, checkpoint in zip(ckpts, checkpoints):
                 reports.append(measure(checkpoint, x, estimators(checkpoint, names, tau), reference_samples,
                                        repeats, seed, reporter, label=str(ckpt)))
         finally:

@@ -118,6 +118,7 @@ def test_cli_table_json_and_figures(tmp_path, mnist_dir):
 @pytest.mark.parametrize("args, message", [
     (["--methods", "st,nope"], "--methods st,nope: choose"),
     (["--reference-samples", "41", "--batch", "2", "-o", "fig.bmp"], "unsupported figure format"),
+    (["/nonexistent/ckpt.safetensors"], "no such checkpoint"),
 ])
 def test_cli_user_errors(tiny_run, mnist_dir, args, message):
     result = CliRunner().invoke(app, ["gradients", str(tiny_run), "--data-dir", str(mnist_dir), *args])
