@@ -1,5 +1,5 @@
 """dvae gradients: the reference and each method's update against the exact gradient, found by
-enumerating every code of a small model; the CLI; --save-every's checkpoints."""
+enumerating every code of a small model; the CLI on --save-every's checkpoints."""
 
 import json
 import math
@@ -80,21 +80,12 @@ def test_dtp_reports_alignment_only(small):
     assert -1 <= c.cosine <= 1 and c.snr > 0
 
 
-def test_save_every_keeps_epoch_checkpoints(tmp_path, mnist_dir):
-    from dvae_cli import TrainConfig, train
-    from dvae_cli.checkpoint import load_checkpoint
-
-    out = train(TrainConfig(method="st", epochs=3, train_limit=100, save_every=2, data_dir=str(mnist_dir),
-                            device="cpu", model=ModelConfig(hidden=8)), tmp_path / "run")
-    assert sorted(p.name for p in out.glob("epoch-*")) == ["epoch-0002.safetensors"]
-    assert load_checkpoint(out / "epoch-0002.safetensors").epoch == 2
-
-
-def test_cli_table_json_and_figures(tmp_path, mnist_dir):
+def test_cli_table_json_and_figures_and_save_every(tmp_path, mnist_dir):
     from dvae_cli import TrainConfig, train
 
-    run = train(TrainConfig(method="dtp", epochs=2, train_limit=100, save_every=1, data_dir=str(mnist_dir),
+    run = train(TrainConfig(method="dtp", epochs=3, train_limit=100, save_every=2, data_dir=str(mnist_dir),
                             device="cpu", model=ModelConfig(hidden=8)), tmp_path / "run")
+    assert sorted(p.name for p in run.glob("epoch-*")) == ["epoch-0002.safetensors"]  # --save-every 2
     runner = CliRunner()
     common = ["--methods", "st,dtp", "--batch", "5", "--reference-samples", "40", "--repeats", "3",
               "--data-dir", str(mnist_dir), "--device", "cpu", "-q"]
@@ -103,11 +94,11 @@ def test_cli_table_json_and_figures(tmp_path, mnist_dir):
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
     assert len(rows["st"]) == 10 and rows["dtp"][6:] == ["—"] * 4  # dtp: no std, |m-ref|, floor, bias
     assert (tmp_path / "bias.png").read_bytes()[:4] == b"\x89PNG"
-    epochs = [str(run / f"epoch-000{e}.safetensors") for e in (1, 2)]
+    epochs = [str(run / "epoch-0002.safetensors"), str(run / "last.safetensors")]
     result = runner.invoke(app, ["gradients", *epochs, *common, "--json", "-o", str(tmp_path / "training.png")])
     assert result.exit_code == 0, result.output
     reports = json.loads(result.stdout)["reports"]
-    assert [r["epoch"] for r in reports] == [1, 2] and reports[0]["checkpoint"] == epochs[0]
+    assert [r["epoch"] for r in reports] == [2, 3] and reports[0]["checkpoint"] == epochs[0]
     assert reports[0]["images"] == 5 and reports[0]["reference"]["samples"] == 40
     st, dtp = reports[0]["comparisons"]
     assert st["method"] == "st" and st["repeats"] == 3 and math.isfinite(st["relative_bias"])
