@@ -29,6 +29,11 @@ RUNS = Path("runs")  # where new runs go and where the default checkpoint is loo
 ENV_CKPT = "DVAE_CKPT"
 
 
+def epoch_checkpoint(epoch: int) -> str:
+    """The file name of the checkpoint `dvae train --save-every` keeps after epoch `epoch`."""
+    return f"epoch-{epoch:04d}.safetensors"
+
+
 def default_out(method: str) -> Path:
     """A new run's folder: runs/<method>-<timestamp>."""
     return RUNS / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"

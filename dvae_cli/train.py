@@ -27,7 +27,7 @@ from .methods import Method, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig, code_diversity
 from .progress import Reporter
-from .runfolder import (BEST, LAST, STATE, default_out, is_run, read_config, read_metrics, write_config,
+from .runfolder import (BEST, LAST, STATE, default_out, epoch_checkpoint, is_run, read_config, read_metrics, write_config,
                         write_metrics)
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
@@ -47,6 +47,7 @@ class TrainConfig:
     train_limit: int | None = None
     device: str = "auto"
     data_dir: str | None = None
+    save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,8 +110,8 @@ class Run:
         self.device = distributed.local_device(resolve_device(config.device))
         self.method = make_method(config.method, config.hparams)
         config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
-        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0:
-            raise DVAEError("batch size and learning rate must be positive, epochs not negative")
+        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0 or config.save_every < 0:
+            raise DVAEError("batch size and learning rate must be positive, epochs and --save-every not negative")
         self.train_data = load_split("train", config.data_dir, config.train_limit, self.device)
         self.valid_data = load_split("valid", config.data_dir, device=self.device)
         torch.manual_seed(config.seed)  # the initial weights do not depend on the device
@@ -165,6 +166,8 @@ class Run:
             self.best = record["valid_neg_elbo"]
             save_checkpoint(self.out / BEST, self.model, method, hparams, self.epoch, record, info)
         save_checkpoint(self.out / LAST, self.model, method, hparams, self.epoch, record, info)
+        if self.config.save_every and self.epoch % self.config.save_every == 0:
+            save_checkpoint(self.out / epoch_checkpoint(self.epoch), self.model, method, hparams, self.epoch, record, info)
         write_metrics(self.out, self.metrics)
         save_state(self.out / STATE, TrainState(
             self.epoch, self.model.state_dict(), self.optimizer.state_dict(),

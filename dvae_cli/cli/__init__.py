@@ -33,6 +33,7 @@ COMMAND_GROUPS = [  # one line per command group
     CommandGroup("dvae_cli.cli.eval", ("eval",)),
     CommandGroup("dvae_cli.cli.reproduce", ("reproduce",), "Experiments"),
     CommandGroup("dvae_cli.cli.pretrained", ("pretrained",), "Experiments"),
+    CommandGroup("dvae_cli.cli.gradients", ("gradients",), "Experiments"),
     CommandGroup("dvae_cli.cli.codes", ("encode", "decode", "cat"), "Codes"),
     CommandGroup("dvae_cli.cli.search", ("index", "search"), "Codes"),
     CommandGroup("dvae_cli.cli.figures", ("heatmap", "recon", "samples", "traverse", "plot"), "Figures"),

@@ -94,6 +94,7 @@ class Method:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    elbo_gradient: ClassVar[bool] = True  # whether the encoder's update estimates the -ELBO's gradient
     Config: ClassVar[type] = CommonConfig
 
     def __init__(self, config: CommonConfig | None = None):

@@ -69,6 +69,7 @@ class DTP(Method):
     name = "dtp"
     summary = "difference target propagation through the one-hot sample (the thesis)"
     Config = DTPConfig
+    elbo_gradient = False  # the encoder follows a target
 
     def anneal(self, epoch: int) -> dict[str, float]:
         return {"beta": self.config.beta_max * ramp(epoch, self.config.beta_warmup)}
