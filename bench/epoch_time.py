@@ -26,15 +26,20 @@ from dvae_cli.train import Run, TrainConfig
 from dvae_cli.progress import Reporter
 
 
-def gemm_gflops(n: int = 1024, seconds: float = 2.0) -> float:
+def gemm_gflops(n: int = 1024, seconds: float = 2.0, device: torch.device | str = "cpu") -> float:
     """fp32 matrix-multiply throughput (GFLOP/s) on an n x n x n product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for _ in range(3):
         a @ b
+    sync()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         count += 1
+        if count % 64 == 0:
+            sync()
+    sync()
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
