@@ -126,6 +126,8 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
+                                 "CUDA graphs); the first epoch waits for the compiler."),
     hparams: dict = None,
 ) -> None:
     """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
@@ -152,7 +154,7 @@ def train(
                 _check_hparams(method.value, hparams)
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, train_limit=train_limit, device=device,
+                    seed=seed, train_limit=train_limit, device=device, compile=compile,
                     data_dir=str(data_dir) if data_dir else None,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
                 )
