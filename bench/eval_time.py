@@ -1,7 +1,7 @@
 """Images per second of `dvae eval` (its importance-weighted bound included) against the FLOP bound.
 
     python bench/eval_time.py [--ckpt pretrained:best] [--split valid] [--iw 100] [--limit N] [--device cpu]
-                              [--repeats 2]
+                              [--repeats 2] [--cpu-time]
 
 Prints, in one run: this machine's fp32 GEMM throughput (measured before, between and after
 the evaluations; on a machine shared with other work the best probe and the fastest
@@ -49,23 +49,29 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="evaluations (the fastest counts)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by this process's CPU seconds, not the wall clock: on a machine shared with "
+                             "other work, with one thread (OMP_NUM_THREADS=1), what the process itself spent")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    if args.cpu_time and device.type != "cpu":
+        parser.error("--cpu-time times CPU work; use it with --device cpu")
+    size = 4096 if device.type == "cuda" else 1024
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}, {time.strftime('%Y-%m-%d %H:%M')}")
+          f"{torch.get_num_threads()} threads, device {device}, {'CPU' if args.cpu_time else 'wall'} seconds, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     model = load_checkpoint(args.ckpt, device).model
     data = load_split(args.split, args.data_dir, args.limit, device)
-    rates, times = [gemm_gflops(device=device)], []
+    rates, times = [gemm_gflops(size, device=device, clock=clock)], []
     for _ in range(args.repeats):  # probes between the rounds see the machine as the rounds did
-        start = time.perf_counter()
-        result = evaluate(model, data, iw_samples=args.iw)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        rates.append(gemm_gflops(device=device))
+        start = clock()
+        result = evaluate(model, data, iw_samples=args.iw)  # ends reading its results to the host
+        times.append(clock() - start)
+        rates.append(gemm_gflops(size, device=device, clock=clock))
     gflops, seconds = max(rates), min(times)
-    print("fp32 GEMM throughput (1024^3), GFLOP/s: " + ", ".join(f"{r:.1f}" for r in rates) + f"; best {gflops:.1f}")
+    print(f"fp32 GEMM throughput ({size}^3), GFLOP/s: " + ", ".join(f"{r:.1f}" for r in rates) + f"; best {gflops:.1f}")
     print(f"{args.ckpt} on {args.split}: {len(data)} images, --iw {args.iw}: "
           f"iw log p(x) {result.get('iw_log_px', float('nan')):.4f}, log p(x|y) {result['log_lik']:.4f}")
     print("evaluate() seconds: " + ", ".join(f"{t:.2f}" for t in times) +
