@@ -108,7 +108,7 @@ class _Loss(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         step = self.method.loss(self.model, x, noise, schedule)
-        if "diversity" in schedule:  # the batch-mean pi over the global batch, so every process adds the same term
+        if "diversity" in schedule:  # batch-mean pi over the global batch: every process adds the same term
             weight = schedule["diversity"]
             mean_pi = distributed.all_reduce_sum(step.log_pi.detach().exp().sum(dim=0)) / noise.global_batch
             step = step._replace(loss=step.loss + weight * code_diversity(step.log_pi, mean_pi))
