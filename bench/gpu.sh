@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13 in one go, on a machine with a CUDA device (about 8 minutes on an H200):
+# The GPU checks of issue 13 in one go, on a machine with a CUDA device; the steps' limits add up to
+# 560 s, so that it fits one 10-minute command:
 #   1. the tests marked cuda (host synchronisations per epoch, --compile against eager, the gathered decode);
 #   2. bench/epoch_time.py on cuda, eager and compiled (seconds per epoch against the FLOP bound);
 #   3. a full 50-epoch `dvae train --method dtp --device cuda`, timed end to end, eager and --compile;
@@ -16,7 +17,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench-gpu-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
-exec > >(tee "$out/gpu.log") 2>&1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 work=$(mktemp -d)
@@ -31,26 +31,28 @@ step() {  # step SECONDS TITLE COMMAND...: run one check under its time limit, p
     echo "=== $title: exit $?, $((SECONDS - start)) s wall"
 }
 
+{
 echo "=== machine"
 nvidia-smi -L || true
 $py -c "import torch, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'python', platform.python_version())"
 git log -1 --format='commit %H %s' 2>/dev/null || true
 
-step 180 "tests marked cuda" $py -m pytest -q -m cuda tests/
-step 150 "epoch_time cuda eager" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 --no-textbook
-step 150 "epoch_time cuda --compile" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 \
+step 130 "tests marked cuda" $py -m pytest -q -m cuda tests/
+step 60 "epoch_time cuda eager" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 --no-textbook
+step 90 "epoch_time cuda --compile" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 \
     --no-textbook --compile
-step 120 "dvae train --method dtp --device cuda, 50 epochs" \
+step 90 "dvae train --method dtp --device cuda, 50 epochs" \
     $py -m dvae_cli train --method dtp --device cuda --out "$work/dtp" -q --json
 cp "$work/dtp/metrics.jsonl" "$out/dtp-metrics.jsonl" 2>/dev/null
-step 120 "dvae train --method dtp --device cuda --compile, 50 epochs" \
+step 80 "dvae train --method dtp --device cuda --compile, 50 epochs" \
     $py -m dvae_cli train --method dtp --device cuda --compile --out "$work/dtp-compiled" -q --json
 cp "$work/dtp-compiled/metrics.jsonl" "$out/dtp-compiled-metrics.jsonl" 2>/dev/null
 
 # several N: N seeds of dtp, 5 epochs each, as N processes sharing the GPU at once
 several='for seed in $(seq 0 $(($0 - 1))); do
     $1 -m dvae_cli train --method dtp --device cuda --epochs 5 --seed $seed --out $2/p$0-s$seed -q & done; wait'
-step 60 "1 dtp run of 5 epochs alone" bash -c "$several" 1 "$py" "$work"
-step 90 "3 dtp runs of 5 epochs at once (seeds 0,1,2)" bash -c "$several" 3 "$py" "$work"
-step 90 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
+step 30 "1 dtp run of 5 epochs alone" bash -c "$several" 1 "$py" "$work"
+step 45 "3 dtp runs of 5 epochs at once (seeds 0,1,2)" bash -c "$several" 3 "$py" "$work"
+step 35 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
 rm -rf "$work"
+} 2>&1 | tee "$out/gpu.log"

@@ -14,8 +14,7 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu.sh)")]
 
 
-@pytest.mark.parametrize("method", ["dtp", "gumbel"])
-@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("method, compile", [("dtp", False), ("gumbel", False), ("dtp", True)])
 def test_an_epoch_synchronises_a_fixed_number_of_times(mnist_dir, method, compile):
     syncs = []
     for images in (200, 600):
@@ -33,16 +32,19 @@ def test_an_epoch_synchronises_a_fixed_number_of_times(mnist_dir, method, compil
     assert syncs[0] == syncs[1], syncs
 
 
-@pytest.mark.parametrize("method", ["dtp", "gumbel"])
-def test_compiled_training_follows_eager(mnist_dir, method):
+@pytest.mark.parametrize("method", ["gumbel"])  # tau changes every epoch
+def test_compiled_training_follows_eager_without_recompiling(mnist_dir, method, monkeypatch):
     weights = []
     for compile in (False, True):
         run = _run(mnist_dir, method, 300, device="cuda", compile=compile)
-        sums = [run.train_epoch(run.method.schedule(epoch)) for epoch in range(3)]  # tau/beta change: no recompile
+        run.train_epoch(run.method.schedule(0))
+        with monkeypatch.context() as patch:
+            patch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a new tau is an input
+            sums = [run.train_epoch(run.method.schedule(epoch)) for epoch in (1, 2)]
         weights.append({k: v.float().cpu() for k, v in run.model.state_dict().items()})
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-3, atol=1e-4)
-    assert all(v == v for s in sums for v in s.values())  # finite, not NaN
+    assert all(v == v for s in sums for v in s.values())  # not NaN
 
 
 def test_decode_indices_on_cuda_is_the_dense_decode():
