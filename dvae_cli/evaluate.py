@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .model import DiscreteVAE, draw_gumbel, kl_to_uniform, log_likelihood, one_hot_sample, relaxed_sample
+from .model import DiscreteVAE, draw_gumbel, kl_to_uniform, log_likelihood, relaxed_sample, sample_indices
 
 DEFAULT_IW_SAMPLES = 100
 
@@ -26,8 +26,8 @@ def elbo_terms(
     for start in range(0, len(data), batch_size):
         x = data[start : start + batch_size]
         log_pi = model.encode(x)
-        y = one_hot_sample(log_pi, draw_gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)))
-        log_lik = log_likelihood(model.decode(y), x)
+        codes = sample_indices(log_pi, draw_gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)))
+        log_lik = log_likelihood(model.decode_indices(codes), x)
         totals += torch.stack([log_lik.sum(), kl_to_uniform(log_pi).sum()]).double()
     log_lik, kl = (totals / max(len(data), 1)).tolist()
     return {"log_lik": log_lik, "kl": kl, "neg_elbo": kl - log_lik}
@@ -35,25 +35,30 @@ def elbo_terms(
 
 @torch.no_grad()
 def iw_log_px(
-    model: DiscreteVAE, x: Tensor, samples: int, generator: torch.Generator, rows: int = 10_000
+    model: DiscreteVAE, x: Tensor, samples: int, generator: torch.Generator, rows: int = 10_000,
+    decode_rows: int = 2_000,
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per image with `samples` draws from q(y|x).
 
     log p(x) ~ logmeanexp_s [log p(x|y_s) + log p(y_s) - log q(y_s|x)], log p(y) = -D log K.
+    The noise is drawn for about `rows` (sample, image) pairs at a time: these draws fix the
+    random stream, so the estimate depends on `rows` and the batch x. The codes are decoded as
+    class indices (`DiscreteVAE.decode_indices`), about `decode_rows` pairs at a time so that the
+    temporaries stay in cache; that does not change the numbers.
     """
     cfg = model.config
     log_prior = -cfg.latent_vars * math.log(cfg.classes)
     log_pi = model.encode(x)  # (B, D, K)
-    per_chunk = max(1, rows // max(len(x), 1))
+    per_draw = max(1, rows // max(len(x), 1))
+    per_decode = max(1, decode_rows // max(len(x), 1))
     log_w = []
-    for start in range(0, samples, per_chunk):
-        s = min(per_chunk, samples - start)
-        lp = log_pi.expand(s, *log_pi.shape)  # (s, B, D, K)
-        y = one_hot_sample(lp, draw_gumbel(generator, tuple(lp.shape)))
-        log_q = (y * lp).sum(dim=(-2, -1))  # (s, B)
-        x_logits = model.decode(y.reshape(-1, cfg.latent_vars, cfg.classes))
-        log_lik = log_likelihood(x_logits, x.repeat(s, 1)).view(s, len(x))
-        log_w.append(log_lik + log_prior - log_q)
+    for start in range(0, samples, per_draw):
+        gumbel = draw_gumbel(generator, (min(per_draw, samples - start), *log_pi.shape))
+        for g in gumbel.split(per_decode):  # (s, B, D, K)
+            codes = sample_indices(log_pi, g)  # (s, B, D)
+            log_q = log_pi.expand(len(g), *log_pi.shape).gather(-1, codes.unsqueeze(-1)).sum(dim=(-2, -1))
+            x_logits = model.decode_indices(codes.flatten(0, 1)).view(len(g), len(x), -1)
+            log_w.append(log_likelihood(x_logits, x) + log_prior - log_q)
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(samples)
 
 

@@ -71,6 +71,18 @@ class DiscreteVAE(nn.Module):
         """Bernoulli logits of the pixels, (B, input_size), from codes y of shape (B, D, K)."""
         return self.decoder(y.flatten(1))
 
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """decode(one_hot(indices)) for exact one-hot codes given as class indices (B, D).
+
+        The first layer W y + b of a one-hot y is b plus the sum of the D columns of W that y
+        selects: an embedding bag, D x hidden additions instead of D x K x hidden multiply-adds.
+        Equal to the dense product up to float rounding, and differentiable in W and b.
+        """
+        first, rest = self.decoder[0], self.decoder[1:]
+        offsets = torch.arange(self.config.latent_vars, device=indices.device) * self.config.classes
+        columns = first.weight.t().contiguous()  # embedding_bag's fast path wants contiguous rows
+        return rest(F.embedding_bag(indices + offsets, columns, mode="sum") + first.bias)
+
 
 def gumbel_noise(uniform: Tensor) -> Tensor:
     """Standard Gumbel noise -log(-log u) from uniforms in [0, 1)."""
@@ -91,6 +103,11 @@ def relaxed_sample(log_pi: Tensor, gumbel: Tensor, tau: float) -> Tensor:
 def one_hot_sample(log_pi: Tensor, gumbel: Tensor) -> Tensor:
     """Gumbel-max: an exact one-hot sample of Categorical(pi); it carries no gradient."""
     return one_hot_argmax((log_pi.detach() + gumbel))
+
+
+def sample_indices(log_pi: Tensor, gumbel: Tensor) -> Tensor:
+    """Gumbel-max class indices (..., D): the classes `one_hot_sample` sets, without the one-hot."""
+    return (log_pi.detach() + gumbel).argmax(dim=-1)
 
 
 def one_hot_argmax(scores: Tensor) -> Tensor:
@@ -127,5 +144,8 @@ def code_diversity(log_pi: Tensor, mean_pi: Tensor | None = None) -> Tensor:
 
 
 def log_likelihood(x_logits: Tensor, x: Tensor) -> Tensor:
-    """Bernoulli log p(x|y) per image, from the decoder's logits."""
-    return -F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(dim=-1)
+    """Bernoulli log p(x|y) per image, sum_j x_j l_j - log(1 + e^l_j), from the decoder's logits l.
+
+    x broadcasts against the logits, e.g. (B, 784) images against (S, B, 784) decodes of S samples.
+    """
+    return (x_logits * x).sum(dim=-1) - F.softplus(x_logits).sum(dim=-1)

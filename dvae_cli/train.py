@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"
     data_dir: str | None = None
     save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
+    compile: bool = False  # torch.compile the loss (on CUDA in mode "reduce-overhead": CUDA graphs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,8 +91,8 @@ class _Loss(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         step = self.method.loss(self.model, x, noise, schedule)
-        weight = schedule.get("diversity", 0.0)
-        if weight:  # the batch-mean pi over the global batch, so that every process adds the same term
+        if "diversity" in schedule:  # batch-mean pi over the global batch: every process adds the same term
+            weight = schedule["diversity"]
             mean_pi = distributed.all_reduce_sum(step.log_pi.detach().exp().sum(dim=0)) / noise.global_batch
             step = step._replace(loss=step.loss + weight * code_diversity(step.log_pi, mean_pi))
         return step
@@ -119,6 +120,8 @@ class Run:
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
         self.loss = distributed.data_parallel(_Loss(self.model, self.method), self.device)
+        if config.compile:
+            self.loss = torch.compile(self.loss, mode="reduce-overhead" if self.device.type == "cuda" else None)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch, self.best = 0, math.inf
         self.metrics: list[dict] = []
@@ -142,6 +145,8 @@ class Run:
         cfg, data, world = self.config, self.train_data, distributed.world_size()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
+        if cfg.compile:  # tensors, so that the next epoch's tau or beta is an input, not a recompile
+            schedule = {k: torch.tensor(v, device=self.device) for k, v in schedule.items()}
         order = torch.randperm(len(data), generator=self.generator, device=self.device)
         sums = torch.zeros(2, device=self.device)
         self.model.train()

@@ -102,6 +102,8 @@ def train(
     hidden: int = typer.Option(500, min=1, help="Hidden units of encoder and decoder."),
     data_dir: Optional[Path] = DATA_DIR,
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
+                                 "CUDA graphs); the first epoch waits for the compiler."),
     save_every: int = typer.Option(0, min=0, help="Also keep epoch-XXXX.safetensors every N epochs (0 = only "
                                    "best and last), e.g. for dvae gradients over training."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch."),
@@ -136,6 +138,7 @@ def train(
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,
+                    compile=compile,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
                 )
                 output = output or default_out(config.method)

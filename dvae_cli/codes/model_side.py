@@ -63,8 +63,7 @@ def decode_chunks(model: DiscreteVAE, chunks: Iterable[np.ndarray]) -> Iterator[
     with torch.inference_mode():
         for codes in chunks:
             index = torch.from_numpy(check_codes(codes, k, d).astype(np.int64)).to(device)
-            one_hot = torch.zeros(len(index), d, k, device=device).scatter_(-1, index.unsqueeze(-1), 1.0)
-            yield torch.sigmoid(model.decode(one_hot)).view(len(index), SIDE, SIDE).cpu().numpy()
+            yield torch.sigmoid(model.decode_indices(index)).view(len(index), SIDE, SIDE).cpu().numpy()
 
 
 def decode(model: DiscreteVAE, codes: np.ndarray) -> np.ndarray:

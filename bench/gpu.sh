@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 13 in one go, on a machine with a CUDA device; the steps' limits add up to
+# 560 s, so that it fits one 10-minute command:
+#   1. the tests marked cuda (host synchronisations per epoch, --compile against eager, the gathered decode);
+#   2. bench/epoch_time.py on cuda, eager and compiled (seconds per epoch against the FLOP bound);
+#   3. a full 50-epoch `dvae train --method dtp --device cuda`, timed end to end, eager and --compile;
+#   4. several runs at once: 3 seeds as 3 processes sharing the GPU against 1 alone (5 epochs each);
+#   5. bench/eval_time.py on cuda (`dvae eval --iw 100` on the 10k validation images).
+#
+#   DVAE_DATA_DIR=/path/to/mnist bash bench/gpu.sh          # from the repository root
+#
+# MNIST must be on the machine (no download there): DVAE_DATA_DIR names the folder of the four files.
+# Without a package install, dvae runs from this checkout (PYTHONPATH) with PYTHON (default python3).
+# Everything printed goes to stdout and to $OUT/gpu.log ($OUT defaults to bench-gpu-<time>/); each step
+# has its own time limit, so one that hangs costs its limit, not the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-bench-gpu-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+work=$(mktemp -d)
+: "${DVAE_DATA_DIR:?set DVAE_DATA_DIR to the folder of the four MNIST files}"
+export DVAE_DATA_DIR
+
+step() {  # step SECONDS TITLE COMMAND...: run one check under its time limit, print its wall time
+    local limit=$1 title=$2 start=$SECONDS
+    shift 2
+    echo "=== $title ($(date -u +%H:%M:%S) UTC, limit ${limit}s)"
+    timeout "$limit" "$@"
+    echo "=== $title: exit $?, $((SECONDS - start)) s wall"
+}
+
+{
+echo "=== machine"
+nvidia-smi -L || true
+$py -c "import torch, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'python', platform.python_version())"
+git log -1 --format='commit %H %s' 2>/dev/null || true
+
+step 130 "tests marked cuda" $py -m pytest -q -m cuda tests/
+step 60 "epoch_time cuda eager" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 --no-textbook
+step 90 "epoch_time cuda --compile" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 \
+    --no-textbook --compile
+step 90 "dvae train --method dtp --device cuda, 50 epochs" \
+    $py -m dvae_cli train --method dtp --device cuda --out "$work/dtp" -q --json
+cp "$work/dtp/metrics.jsonl" "$out/dtp-metrics.jsonl" 2>/dev/null
+step 80 "dvae train --method dtp --device cuda --compile, 50 epochs" \
+    $py -m dvae_cli train --method dtp --device cuda --compile --out "$work/dtp-compiled" -q --json
+cp "$work/dtp-compiled/metrics.jsonl" "$out/dtp-compiled-metrics.jsonl" 2>/dev/null
+
+# several N: N seeds of dtp, 5 epochs each, as N processes sharing the GPU at once
+several='for seed in $(seq 0 $(($0 - 1))); do
+    $1 -m dvae_cli train --method dtp --device cuda --epochs 5 --seed $seed --out $2/p$0-s$seed -q & done; wait'
+step 30 "1 dtp run of 5 epochs alone" bash -c "$several" 1 "$py" "$work"
+step 45 "3 dtp runs of 5 epochs at once (seeds 0,1,2)" bash -c "$several" 3 "$py" "$work"
+step 35 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
+rm -rf "$work"
+} 2>&1 | tee "$out/gpu.log"
