@@ -34,16 +34,16 @@ from .base import CommonConfig, Method, Noise, Step, ramp
 class DTPConfig(CommonConfig):
     diversity: float = field(
         default=1.0,
-        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"},
+        metadata={"help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)", "min": 0},
     )
     dtp_target: str = field(
         default="prob",
         metadata={"help": "DTP target: prob = 2 pi(x) - pi(x'), sample = y + pi(x) - pi(x')",
                   "choices": ("prob", "sample")},
     )
-    beta_max: float = field(default=0.0, metadata={"help": "DTP: final weight of the KL term"})
+    beta_max: float = field(default=0.0, metadata={"help": "DTP: final weight of the KL term", "min": 0})
     beta_warmup: int = field(
-        default=10, metadata={"help": "DTP: epochs over which beta rises linearly from 0"}
+        default=10, metadata={"help": "DTP: epochs over which beta rises linearly from 0", "min": 0}
     )
     dtp_inverse_loss: bool = field(
         default=False,
