@@ -175,7 +175,8 @@ def packed_bytes(n: int = 4, count_known: bool = True, fingerprint: str | None =
 
 
 def with_crc(header: bytes) -> bytes:
-    return header[:52] + struct.pack("<I", zlib.crc32(header[:52])) + header[56:]
+    end = HEADER_SIZE - 4  # the CRC's offset
+    return header[:end] + struct.pack("<I", zlib.crc32(header[:end])) + header[HEADER_SIZE:]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -184,7 +185,7 @@ def with_crc(header: bytes) -> bytes:
     (packed_bytes()[:40], "truncated codes header"),
     (packed_bytes(count_known=False)[:-5], "truncated"),
     (b"\x89DVAF" + packed_bytes()[5:], "not a codes file"),
-    (with_crc(packed_bytes()[:8] + b"\x02\x00" + packed_bytes()[10:]), "version 2.*newer"),
+    (with_crc(packed_bytes()[:8] + b"\x03\x00" + packed_bytes()[10:]), "version 3.*newer"),
     (with_crc(packed_bytes()[:16] + struct.pack("<I", 1) + packed_bytes()[20:]), "K <= 4096"),
     (with_crc(packed_bytes()[:20] + struct.pack("<I", 2) + packed_bytes()[24:]), "inconsistent"),
     (b"12a4\n", "digits"),
@@ -215,7 +216,7 @@ def test_pickled_indices_are_refused(tmp_path):
 def spec_reader():
     """The reader in docs/CODES.md, run as written: it must not need dvae."""
     text = (REPO / "docs" / "CODES.md").read_text()
-    source = re.search(r"```python\n(.*?def read_dvae_codes.*?)```", text, re.S).group(1)
+    source = re.search(r"```python\n((?:(?!```).)*def read_dvae_codes.*?)```", text, re.S).group(1)
     assert "dvae_cli" not in source
     namespace: dict = {}
     exec(source, namespace)
@@ -230,8 +231,9 @@ def test_a_file_read_with_only_the_spec(tmp_path, format, n, d, k, known):
     codes = random_codes(n, d, k)
     with open(tmp_path / "c", "wb") as f, CodeWriter(f, format, d, k, n if known else None, FP) as writer:
         writer.write(codes)
-    indices, classes, fingerprint = spec_reader()(tmp_path / "c")
+    indices, classes, fingerprint, shard = spec_reader()(tmp_path / "c")
     assert np.array_equal(indices.reshape(n, d), codes) and classes == k and fingerprint == FP.encode()
+    assert shard is None
 
 
 # ---- model -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ...errors import DVAEError
-from .base import CodeFormat, Codes, FormatWriter
+from .base import CodeFormat, Codes, FormatWriter, Shard
 
 
 def text_lines(codes: np.ndarray, classes: int) -> bytes:
@@ -51,7 +51,7 @@ class Text(CodeFormat):
         return start.isdigit() if start else not data.strip()
 
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
-               fingerprint: str | None) -> FormatWriter:
+               fingerprint: str | None, shard: Shard | None) -> FormatWriter:
         return TextWriter(file, classes)
 
     def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:
