@@ -124,7 +124,8 @@ def train(
     """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
 
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
-    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR.
+    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR. One run at a time
+    writes a folder (a lock file, .lock, names its process).
     """
     from ..distributed import is_main
     from ..model import ModelConfig
