@@ -187,7 +187,8 @@ class Run:
             if not all(map(math.isfinite, train.values())):
                 kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out}" if self.epoch
                         else "no epoch completed, so there is nothing to keep or resume")
-                raise DVAEError(f"training diverged in epoch {self.epoch + 1}: the loss is not finite ({train}); {kept}")
+                raise DVAEError(f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
+                                f"({train}); {kept}")
             self.epoch += 1
             if distributed.is_main():  # the others go on and wait for it in the next all-reduce
                 self.end_epoch(train, schedule, t0)
