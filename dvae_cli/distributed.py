@@ -30,12 +30,16 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DVAEError("--device cuda: no CUDA device is available (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
+    kind, colon, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or colon and not (kind == "cuda" and index.isdigit()):
+        raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DVAEError(f"--device {name}: no CUDA device is available (try --device cpu)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise DVAEError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"numbered from 0")
+    if kind == "mps" and not torch.backends.mps.is_available():
         raise DVAEError("--device mps: Apple's MPS is not available (try --device cpu)")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
     return torch.device(name)
 
 

@@ -10,6 +10,9 @@ Owns: reading and checking images to encode. Must not: run a model or know code 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import sys
 import tokenize
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ PIXELS = SIDE * SIDE
 NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHUNK = 8192  # images per chunk: big enough for fast matrix products, small enough for < 1 GB resident
+IDENTITY_IMAGES = 1024  # the first images of an input that its identity hashes (with its image count)
 
 
 @dataclass
@@ -154,9 +158,29 @@ def _npy_file(path: Path) -> ImageSource:
     return ImageSource(str(path), shape[0], raw_chunks)
 
 
+class _Replay(io.RawIOBase):
+    """A stream's bytes again: `head` (already read from it), then the rest of the stream."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self.head, self.stream = memoryview(head), stream
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            part, self.head = bytes(self.head[:size]), self.head[size:]
+            return part
+        return self.stream.read(size)
+
+
 def _npy_stream(stream: BinaryIO, name: str) -> ImageSource:
+    """A .npy on a stream. Its first images are read up front and kept, so that `identity` can hash
+    them before the images are read once from the start."""
     shape, fortran, dtype = _npy_header(stream, name)
-    return ImageSource(name, shape[0], lambda size: _npy_rows(stream, shape, fortran, dtype, name, size))
+    if fortran:  # column-major: read whole anyway
+        return in_memory(next(_npy_rows(stream, shape, fortran, dtype, name, max(shape[0], 1)),
+                              np.zeros(shape, dtype)), name)
+    head = _read_exact(stream, min(shape[0], IDENTITY_IMAGES) * dtype.itemsize * PIXELS)
+    return ImageSource(name, shape[0], lambda size: _npy_rows(_Replay(head, stream), shape, fortran, dtype,
+                                                               name, size))
 
 
 def _png(path: Path) -> np.ndarray:
@@ -220,3 +244,16 @@ def read_images(source: str | Path, stdin: BinaryIO | None = None) -> torch.Tens
     import torch
 
     return torch.cat([torch.zeros(0, PIXELS), *open_images(source, stdin).chunks()])
+
+
+def identity(images: ImageSource) -> str:
+    """The identity of an input that codes files record (docs/CODES.md): the first 16 hex digits of
+    the SHA-256 of its image count N (uint64, little-endian) followed by its first min(N, 1024)
+    images binarized as in training, 784 bytes of 0 or 1 each, row by row. Shards of one input
+    agree on it whatever container (.npy, IDX, PNGs, stdin) or path the images came in."""
+    digest = hashlib.sha256(len(images).to_bytes(8, "little"))
+    if len(images):
+        with contextlib.closing(images.raw_chunks(IDENTITY_IMAGES)) as chunks:
+            first = next(chunks)[:IDENTITY_IMAGES]
+        digest.update(binarize_array(first, images.name).numpy().astype(np.uint8).tobytes())
+    return digest.hexdigest()[:16]

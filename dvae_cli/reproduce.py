@@ -132,8 +132,7 @@ def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
     if (run / STATE).is_file():
         resume(run, config.epochs, config.device, reporter)
         return "resumed"
-    (run / CONFIG).unlink(missing_ok=True)  # a run stopped before its first epoch: nothing to keep
-    train(config, run, reporter)
+    train(config, run, reporter)  # a run stopped before its first epoch is started over
     return "trained"
 
 

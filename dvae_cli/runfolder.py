@@ -39,9 +39,20 @@ def default_out(method: str) -> Path:
     return RUNS / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def is_run(run_dir: str | os.PathLike) -> bool:
-    """Whether the folder holds (the start of) a run."""
-    return (Path(run_dir) / CONFIG).exists() or (Path(run_dir) / STATE).exists()
+def has_epoch(run_dir: str | os.PathLike) -> bool:
+    """Whether the folder holds a run with a complete epoch (what --resume continues from)."""
+    return (Path(run_dir) / STATE).exists()
+
+
+def clear_unfinished(run_dir: str | os.PathLike) -> bool:
+    """Remove what a run that never completed an epoch left (it cannot be resumed); whether there was any."""
+    found = False
+    for name in (CONFIG, METRICS, BEST, LAST):
+        path = Path(run_dir) / name
+        if path.is_file():
+            path.unlink()
+            found = True
+    return found
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:

@@ -6,6 +6,7 @@ file names (runfolder.py), resolve devices (distributed.py) or parse CLI flags."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import platform
@@ -13,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -27,8 +29,9 @@ from .methods import Method, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig, code_diversity
 from .progress import Reporter
-from .runfolder import (BEST, LAST, STATE, default_out, epoch_checkpoint, is_run, read_config, read_metrics, write_config,
-                        write_metrics)
+from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, read_config, read_metrics,
+                        write_config, write_metrics)
+from .runlock import run_lock
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
 
@@ -190,10 +193,10 @@ class Run:
             self.reporter.task("batches", f"epoch {self.epoch + 1}", batches)
             train = self.train_epoch(schedule)
             if not all(map(math.isfinite, train.values())):
-                raise DVAEError(
-                    f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
-                    f"({train}); the last good checkpoint (epoch {self.epoch}) is kept in {self.out}"
-                )
+                kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out}" if self.epoch
+                        else "no epoch completed, so there is nothing to keep or resume")
+                raise DVAEError(f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
+                                f"({train}); {kept}")
             self.epoch += 1
             if distributed.is_main():  # the others go on and wait for it in the next all-reduce
                 self.end_epoch(train, schedule, t0)
@@ -216,15 +219,51 @@ class Run:
         self.reporter.log(_format_epoch(record, self.config.epochs))
 
 
+@contextlib.contextmanager
+def _writing(out: Path, reporter: Reporter) -> Iterator[None]:
+    """Hold the run folder's lock (runlock.py) for the block: rank 0 alone, the one process that
+    writes (the others start only once it holds the lock, in the process group's rendezvous)."""
+    if not distributed.is_main():
+        yield
+        return
+    with run_lock(out, on_takeover=reporter.log):
+        yield
+
+
+@contextlib.contextmanager
+def _starting(out: Path, reporter: Reporter) -> Iterator[None]:
+    """A new run in `out` under the lock. Files of an earlier run that never completed an epoch are
+    replaced; a run stopped (or failed) before its first epoch removes what it wrote, and the folder
+    too when it made it, so no folder is left that neither a new run nor --resume would take."""
+    created = not out.exists()
+    try:
+        with _writing(out, reporter):
+            if has_epoch(out):
+                raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+            if distributed.is_main() and clear_unfinished(out):
+                reporter.log(f"{out}: starting over (the run there stopped before completing an epoch)")
+            try:
+                yield
+            except BaseException:
+                if distributed.is_main() and not has_epoch(out):
+                    clear_unfinished(out)
+                raise
+    except BaseException:
+        if created and distributed.is_main():
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a folder another process is using is left alone
+        raise
+
+
 def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter | None = None) -> Path:
     """Train a new run into `out` (default runs/<method>-<timestamp>); returns the folder."""
     out = Path(out) if out is not None else default_out(config.method)
-    if is_run(out):
-        raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-    with distributed.process_group(resolve_device(config.device)):
-        run = Run(config, out, reporter or Reporter())
+    reporter = reporter or Reporter()
+    make_method(config.method, config.hparams)  # settings and device checked before the folder is touched
+    device = resolve_device(config.device)
+    with _starting(out, reporter), distributed.process_group(device):
+        run = Run(config, out, reporter)
         if distributed.is_main():
-            out.mkdir(parents=True, exist_ok=True)
             write_config(out, {"train": config.to_dict(), "environment": environment(run.device)})
         run.fit()
     return out
@@ -239,8 +278,15 @@ def resume(
     `data_dir` points to MNIST when it has moved since the run started (the data must be the same).
     """
     out = Path(out)
+    reporter = reporter or Reporter()
+    read_config(out)  # a run folder (so that the lock makes none)
+    with _writing(out, reporter):
+        return _resume(out, epochs, device, reporter, data_dir)
+
+
+def _resume(out: Path, epochs: int | None, device: str | None, reporter: Reporter, data_dir: str | None) -> Path:
     saved = read_config(out)
-    if not (out / STATE).is_file():
+    if not has_epoch(out):
         raise DVAEError(f"{out}: no complete epoch to resume from (no {STATE}); start a new run instead")
     try:
         config = TrainConfig.from_dict(saved["train"])
@@ -258,7 +304,7 @@ def resume(
     if resolve_device(config.device).type != recorded:
         raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")
     with distributed.process_group(resolve_device(config.device)):
-        run = Run(config, out, reporter or Reporter())
+        run = Run(config, out, reporter)
         run.restore()  # every process reads the folder: under torchrun, on a file system they share
         if epochs is not None and distributed.is_main():
             saved["train"]["epochs"] = epochs

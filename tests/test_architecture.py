@@ -100,7 +100,7 @@ def test_a_new_format_is_one_unit_and_one_registry_line(tmp_path, monkeypatch):
         def sniff(self, data):
             return data.startswith(b"#")
 
-        def writer(self, file, latent_vars, classes, count, fingerprint):
+        def writer(self, file, latent_vars, classes, count, fingerprint, shard):
             return HexWriter(file)
 
         def read(self, data, name, latent_vars, classes):

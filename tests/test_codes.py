@@ -175,7 +175,8 @@ def packed_bytes(n: int = 4, count_known: bool = True, fingerprint: str | None =
 
 
 def with_crc(header: bytes) -> bytes:
-    return header[:52] + struct.pack("<I", zlib.crc32(header[:52])) + header[56:]
+    end = HEADER_SIZE - 4  # the CRC's offset
+    return header[:end] + struct.pack("<I", zlib.crc32(header[:end])) + header[HEADER_SIZE:]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -184,12 +185,12 @@ def with_crc(header: bytes) -> bytes:
     (packed_bytes()[:40], "truncated codes header"),
     (packed_bytes(count_known=False)[:-5], "truncated"),
     (b"\x89DVAF" + packed_bytes()[5:], "not a codes file"),
-    (with_crc(packed_bytes()[:8] + b"\x02\x00" + packed_bytes()[10:]), "version 2.*newer"),
+    (with_crc(packed_bytes()[:8] + b"\x03\x00" + packed_bytes()[10:]), "version 3.*newer"),
     (with_crc(packed_bytes()[:16] + struct.pack("<I", 1) + packed_bytes()[20:]), "K <= 4096"),
     (with_crc(packed_bytes()[:20] + struct.pack("<I", 2) + packed_bytes()[24:]), "inconsistent"),
     (b"12a4\n", "digits"),
-    (b"123\n12\n", "differ in length"),
-    (b"1 2\n1 2 3\n", "not valid text"),
+    (b"123\n12\n", "line 2: expected D=3 digits"),
+    (b"1 2\n1 2 3\n", "line 2: expected D=2 whole numbers"),
 ], ids=["cut-record", "extra-record", "cut-header", "cut-stream", "magic", "future", "k", "group",
         "letter", "ragged", "ragged-numbers"])
 def test_damaged_files_are_clear_errors(data, message):
@@ -215,7 +216,7 @@ def test_pickled_indices_are_refused(tmp_path):
 def spec_reader():
     """The reader in docs/CODES.md, run as written: it must not need dvae."""
     text = (REPO / "docs" / "CODES.md").read_text()
-    source = re.search(r"```python\n(.*?def read_dvae_codes.*?)```", text, re.S).group(1)
+    source = re.search(r"```python\n((?:(?!```).)*def read_dvae_codes.*?)```", text, re.S).group(1)
     assert "dvae_cli" not in source
     namespace: dict = {}
     exec(source, namespace)
@@ -230,8 +231,9 @@ def test_a_file_read_with_only_the_spec(tmp_path, format, n, d, k, known):
     codes = random_codes(n, d, k)
     with open(tmp_path / "c", "wb") as f, CodeWriter(f, format, d, k, n if known else None, FP) as writer:
         writer.write(codes)
-    indices, classes, fingerprint = spec_reader()(tmp_path / "c")
+    indices, classes, fingerprint, shard = spec_reader()(tmp_path / "c")
     assert np.array_equal(indices.reshape(n, d), codes) and classes == k and fingerprint == FP.encode()
+    assert shard is None
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -441,3 +443,49 @@ def test_a_reader_that_stops_early_ends_encode_quietly(tmp_path, tiny_run, monke
     with pytest.raises(SystemExit) as exit:
         app(["encode", str(tmp_path / "x.npy"), "-o", "-", "--format", "text", "--ckpt", str(tiny_run), "-q"])
     assert exit.value.code == 1 and capsys.readouterr().err == ""
+
+
+# ---- text codes as docs/CODES.md reads them --------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [
+    b"594\n012\n",
+    b"594\r\n012\r\n",  # CRLF
+    b"594  \n012\t\n",  # trailing whitespace
+    b"594\n012\n\n \n",  # blank lines at the end
+    b" 594\n012",  # leading whitespace, no final line end
+    b"5 9 4\n0 1 2\n",  # whitespace-separated digits
+    b"5\t9  4 \r\n 0 1\t2\r\n",
+], ids=["plain", "crlf", "trailing", "blank-end", "leading", "separated", "mixed"])
+@pytest.mark.parametrize("told", [False, True])
+def test_text_codes_read_as_the_spec_says(data, told):
+    codes = read_codes(io.BytesIO(data), *((3, 10) if told else (None, None)))
+    assert codes.format == "text" and codes.indices.tolist() == [[5, 9, 4], [0, 1, 2]]
+
+
+def test_text_numbers_with_crlf_and_many_classes():
+    codes = read_codes(io.BytesIO(b"0012 4095 0007\r\n1 2 3  \r\n"), 3, 4096)
+    assert codes.indices.tolist() == [[12, 4095, 7], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("data, told, message", [
+    (b"594\r\n0123\r\n", None, "line 2: expected D=3 digits, found 4"),
+    (b"5943\r\n", 3, "line 1: expected D=3 digits, found 4"),  # D is the checkpoint's, not the line's length
+    (b"594\n\n012\n", None, "line 2: expected D=3 digits, found 0"),
+    (b"594\n5x4\n", None, "line 2: expected D=3 digits 0-9"),
+    (b"5 9 4\n0 1\n", None, "line 2: expected D=3 whole numbers, found 2"),
+    (b"5 9 4\n0 -1 2\n", None, "line 2: expected D=3 whole numbers"),
+    (b"1 2 3\n", 30, "line 1: expected D=30"),
+])
+def test_text_errors_name_the_line_and_d(data, told, message):
+    with pytest.raises(DVAEError, match=message):
+        read_codes(io.BytesIO(data), told, 10 if told else None)
+
+
+def test_cli_decodes_crlf_text_codes(tmp_path, imgs, tiny_run, loaded):
+    assert cli("encode", imgs, "-o", tmp_path / "c.txt", "--ckpt", tiny_run, "-q").exit_code == 0
+    (tmp_path / "crlf.txt").write_bytes((tmp_path / "c.txt").read_bytes().replace(b"\n", b" \r\n"))
+    result = cli("decode", tmp_path / "crlf.txt", "-o", tmp_path / "out.npy", "--ckpt", tiny_run, "-q")
+    assert result.exit_code == 0, result.output
+    codes = encode(loaded.model, np.load(imgs))
+    assert np.allclose(np.load(tmp_path / "out.npy"), decode(loaded.model, codes), atol=1e-6)

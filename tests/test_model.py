@@ -186,5 +186,5 @@ def test_diversity_schedule_and_defaults():
     assert "diversity" not in make_method("dtp", {"diversity": 0.0}).schedule(0)  # the literal reading
     method = make_method("st", {"diversity": 2.0, "diversity_warmup": 4})
     assert [method.schedule(e)["diversity"] for e in (0, 2, 4, 9)] == [0.0, 1.0, 2.0, 2.0]
-    with pytest.raises(DVAEError, match="must not be negative"):
+    with pytest.raises(DVAEError, match="--diversity must be >= 0"):
         make_method("dtp", {"diversity": -1.0})

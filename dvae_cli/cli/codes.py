@@ -31,16 +31,22 @@ SHARD_HELP = ("Encode only block I of N equal contiguous blocks of the input (I 
 JSON_SUMMARY = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE).")
 
 
+def shard_numbers(spec: str | None) -> tuple[int, int]:
+    """I and N of `--shard I/N` (0 and 1 without it), or a clear error for a bad spec."""
+    if spec is None:
+        return 0, 1
+    index, _, parts = spec.partition("/")
+    if not (index.isdigit() and parts.isdigit() and int(index) < int(parts) < 2**32):
+        raise DVAEError(f"--shard {spec}: expected I/N with 0 <= I < N, e.g. --shard 0/4")
+    return int(index), int(parts)
+
+
 def shard_block(spec: str | None, count: int) -> slice:
-    """The images of `--shard I/N` (all of them without it), or a clear error for a bad spec."""
+    """The images of `--shard I/N` (all of them without it)."""
     from ..distributed import shard
 
-    if spec is None:
-        return slice(0, count)
-    index, _, parts = spec.partition("/")
-    if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
-        raise DVAEError(f"--shard {spec}: expected I/N with 0 <= I < N, e.g. --shard 0/4")
-    return shard(count, int(parts), int(index))
+    index, parts = shard_numbers(spec)
+    return shard(count, parts, index)
 
 
 def _check_io(source: str, output: str, binary_output: bool) -> None:
@@ -82,10 +88,10 @@ def encode(
     """
     from .. import distributed
     from ..checkpoint import load_checkpoint
-    from ..codes import CodeWriter
+    from ..codes import CodeWriter, Shard
     from ..codes.model_side import encode_shared
     from ..fileio import open_output
-    from ..inputs import open_images
+    from ..inputs import identity, open_images
     from ..progress import for_terminal
 
     with user_errors(), distributed.process_group(distributed.resolve_device(device)):
@@ -100,13 +106,15 @@ def encode(
         block = shard_block(shard, len(images))
         count = block.stop - block.start
         main = distributed.is_main()
+        index, parts = shard_numbers(shard)
+        origin = Shard(index, parts, len(images), identity(images)) if main else None
         reporter = for_terminal(quiet or not main)
         reporter.task("encode", "encoding", count)
         try:
             codes = encode_shared(loaded.model, images, block, batch_size, sample, seed)
             if main:
                 with open_output(output) as f, CodeWriter(f, fmt, config.latent_vars, config.classes,
-                                                          count, loaded.fingerprint) as writer:
+                                                          count, loaded.fingerprint, origin) as writer:
                     for part in codes:
                         writer.write(part)
                         reporter.advance("encode", len(part))
@@ -118,7 +126,8 @@ def encode(
     size = os.path.getsize(output) if output != "-" else None
     summary = {"images": count, "output": output, "format": fmt, "bytes": size, "shard": shard,
                "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": name,
-               "fingerprint": loaded.fingerprint, "sample": sample, "seed": seed if sample else None}
+               "fingerprint": loaded.fingerprint, "input_identity": origin.identity, "sample": sample,
+               "seed": seed if sample else None}
     where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"stdout ({fmt})"
     _report(json_out, summary, f"encoded {count:,} images with {name} -> {where}", quiet)
 
@@ -231,7 +240,8 @@ def cat(
 ) -> None:
     """Join codes files (e.g. the shards of `dvae encode --shard I/N`) into one, in the order given.
 
-    The files must share format, D, K and checkpoint fingerprint. Example: dvae cat part-0.bin part-1.bin -o all.bin
+    The files must share format, D, K and checkpoint fingerprint. Shards of `dvae encode --shard I/N` (packed and
+    onehot record which) must be all N shards of one input, in order. Example: dvae cat part-0.bin part-1.bin -o all.bin
     """
     from ..codes import join_codes
 

@@ -46,6 +46,19 @@ def _defaults_help(defaults: dict[str, object]) -> str:
     return "default " + "; ".join(f"{value} for {', '.join(methods)}" for value, methods in by_value.items())
 
 
+def _range_check(metadata: dict):
+    """A flag's check of the range the library checks too (exit 2, before any data is read)."""
+    from ..methods.base import range_problem
+
+    def check(value):
+        problem = range_problem(value, metadata) if value is not None else None
+        if problem:
+            raise typer.BadParameter(problem)
+        return value
+
+    return check
+
+
 def with_method_options(command):
     """Add one --flag per method hyper-parameter; the command gets them as `hparams`."""
     fields = _method_fields()
@@ -58,6 +71,7 @@ def with_method_options(command):
         option = typer.Option(
             None, *decls, help=f"{f.metadata.get('help', '')} ({_defaults_help(defaults)})",
             show_default=False, rich_help_panel="Method options",
+            min=f.metadata.get("min"), max=f.metadata.get("max"), callback=_range_check(f.metadata),
         )
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                        annotation=Optional[kind]))
@@ -114,12 +128,13 @@ def train(
     """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
 
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
-    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR.
+    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR. One run at a time
+    writes a folder (a lock file, .lock, names its process).
     """
     from ..distributed import is_main
     from ..model import ModelConfig
     from ..progress import for_terminal
-    from ..runfolder import default_out, read_metrics
+    from ..runfolder import default_out, has_epoch, read_metrics
     from ..train import TrainConfig, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
@@ -145,8 +160,13 @@ def train(
                 run_dir = train_run(config, output, reporter)
         except KeyboardInterrupt:
             reporter.close()
-            stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
-                         f"continue with: dvae train --resume {resume or output}", soft_wrap=True)
+            folder = resume or output
+            if folder is not None and has_epoch(folder):
+                stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
+                             f"continue with: dvae train --resume {folder}", soft_wrap=True)
+            else:
+                stderr.print("[yellow]interrupted[/] before the first epoch completed, so there is nothing to "
+                             "resume and nothing was kept; run the same command to start again", soft_wrap=True)
             raise typer.Exit(130) from None
         finally:
             reporter.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .files import CodeWriter, join_codes, read_codes, write_codes
-from .formats import FORMATS, HEADER_SIZE, Codes, format_for, record_bytes
+from .formats import FORMATS, HEADER_SIZE, Codes, Shard, format_for, record_bytes
 from .packing import (check_codes, group_size, index_dtype, pack, pack_onehot, record_bits, unpack,
                       unpack_onehot)
 from ..fileio import open_output
@@ -44,7 +44,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["FORMATS", "HEADER_SIZE", "CodeWriter", "Codes", "check_codes", "decode", "decode_chunks",
+__all__ = ["FORMATS", "HEADER_SIZE", "CodeWriter", "Codes", "Shard", "check_codes", "decode", "decode_chunks",
            "default_checkpoint", "encode", "encode_block", "format_for", "group_size", "index_dtype", "join_codes",
            "open_output", "pack", "pack_onehot", "read_codes", "record_bits", "record_bytes", "unpack",
            "unpack_onehot", "write_codes"]

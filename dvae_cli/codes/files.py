@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DVAEError
 from ..fileio import open_output
-from .formats import DEFAULT, Codes, detect, get_format
+from .formats import DEFAULT, Codes, Shard, detect, get_format
 from .packing import MAX_CLASSES, check_classes, check_codes
 
 WRITE_CHUNK = 8192  # codes handed to a format writer at a time
@@ -25,17 +25,18 @@ WRITE_CHUNK = 8192  # codes handed to a format writer at a time
 class CodeWriter:
     """Writes codes chunk by chunk to a binary file in one of the registered formats.
 
-    With `count` the file's header (if its format has one) says N up front and `close` checks that
+    `fingerprint` (the checkpoint's) and `shard` (the part of which input) go into the header of the
+    formats that have one. With `count` the header says N up front and `close` checks that
     exactly that many were written. With `count=None` each format does what it can: packed and
     onehot headers carry N = 2**64 - 1 ("as many records as the file holds"), indices are held back
     until `close` (D bytes per image), text has no header. Use it as a context manager."""
 
     def __init__(self, file: BinaryIO, format: str, latent_vars: int, classes: int,
-                 count: int | None = None, fingerprint: str | None = None):
+                 count: int | None = None, fingerprint: str | None = None, shard: Shard | None = None):
         self.format = get_format(format)
         check_classes(latent_vars, classes)
         self.d, self.k, self.count, self.written = latent_vars, classes, count, 0
-        self.sink = self.format.writer(file, latent_vars, classes, count, fingerprint)
+        self.sink = self.format.writer(file, latent_vars, classes, count, fingerprint, shard)
 
     def write(self, codes: np.ndarray) -> None:
         """Append (n, D) class indices."""
@@ -60,13 +61,15 @@ class CodeWriter:
 
 
 def write_codes(target: str | os.PathLike | BinaryIO, codes: np.ndarray, classes: int,
-                format: str = DEFAULT, fingerprint: str | None = None) -> None:
+                format: str = DEFAULT, fingerprint: str | None = None, shard: Shard | None = None) -> None:
     """Write (N, D) class indices of K=`classes` to a path (atomically), "-" (stdout) or a binary file.
-    `fingerprint`: the producing checkpoint's (`Checkpoint.fingerprint`), checked by `dvae decode`."""
+    `fingerprint`: the producing checkpoint's (`Checkpoint.fingerprint`), checked by `dvae decode`;
+    `shard`: the part of which input they encode (`inputs.identity`), checked by `dvae cat`."""
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise DVAEError(f"codes must be a 2-d (N, D) array, got shape {codes.shape}")
-    with open_output(target) as f, CodeWriter(f, format, codes.shape[1], classes, len(codes), fingerprint) as w:
+    with open_output(target) as f, CodeWriter(f, format, codes.shape[1], classes, len(codes), fingerprint,
+                                              shard) as w:
         for start in range(0, len(codes), WRITE_CHUNK):
             w.write(codes[start:start + WRITE_CHUNK])
 
@@ -108,8 +111,9 @@ def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | Bin
         if len(part.indices) and len(first.indices) and part.indices.shape[1] != first.indices.shape[1]:
             raise DVAEError(f"{source}: D={part.indices.shape[1]} differs from D={first.indices.shape[1]} "
                             f"of {name}; not joining them")
+    shard = joined_shard(parts, [str(source) for source in sources])
     indices = np.concatenate([p.indices for p in parts if len(p.indices)] or [first.indices])
-    joined = Codes(indices, first.format, first.classes, first.fingerprint)
+    joined = Codes(indices, first.format, first.classes, first.fingerprint, shard)
     if get_format(first.format).joins_verbatim:
         with open_output(target) as f:
             for source in sources:
@@ -117,5 +121,38 @@ def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | Bin
                 f.write(data + b"\n" if data and not data.endswith(b"\n") else data)
         return joined
     classes = first.classes or (256 if indices.dtype == np.uint8 else MAX_CLASSES)  # unrecorded K: as the index type
-    write_codes(target, indices, classes, first.format, first.fingerprint)
+    write_codes(target, indices, classes, first.format, first.fingerprint, shard)
     return joined
+
+
+def joined_shard(parts: list[Codes], names: list[str]) -> Shard | None:
+    """The whole input that shards 0..N-1 of one input make, given in order; or None when no file
+    records its shard (text, indices, files written without one). Anything else is an error:
+    shards missing, repeated or out of order, from different inputs, or files with and without."""
+    shards = [part.shard for part in parts]
+    if all(shard is None for shard in shards):
+        return None
+    if any(shard is None for shard in shards):
+        without, with_ = (names[i] for i in (shards.index(None), next(i for i, s in enumerate(shards) if s)))
+        raise DVAEError(f"{without} does not record which shard of which input it holds, {with_} does; "
+                        f"not joining them")
+    first = shards[0]
+    for shard, name in zip(shards, names):
+        if (shard.identity, shard.images, shard.count) != (first.identity, first.images, first.count):
+            raise DVAEError(f"{name} is {shard}, {names[0]} is {first}: not shards of one input; not joining them")
+    indices = [shard.index for shard in shards]
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        where = ", ".join(name for name, shard in zip(names, shards) if shard.index == repeated[0])
+        raise DVAEError(f"shard {repeated[0]}/{first.count} is given more than once ({where}); not joining them")
+    missing = sorted(set(range(first.count)) - set(indices))
+    if missing:
+        raise DVAEError(f"shard(s) {', '.join(map(str, missing))} of {first.count} missing (input {first.identity}); "
+                        f"give all {first.count} shards to join them")
+    if indices != sorted(indices):
+        order = " ".join(f"{name}={shard.index}" for name, shard in zip(names, shards))
+        raise DVAEError(f"shards out of order ({order}); give them in order 0..{first.count - 1}")
+    count = sum(len(part.indices) for part in parts)
+    if count != first.images:
+        raise DVAEError(f"the shards hold {count:,} codes, their input has {first.images:,} images; not joining them")
+    return Shard(0, 1, first.images, first.identity)

@@ -5,12 +5,15 @@ Owns: Method, Noise, Step, the common settings. Must not: know any one method.""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..commandline import flag
 from ..errors import DVAEError
 from ..model import DiscreteVAE, gumbel_noise, kl_to_uniform, log_likelihood
 
@@ -61,27 +64,53 @@ def ramp(epoch: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
 
 
+def range_problem(value: object, metadata: dict) -> str | None:
+    """What is wrong with a setting's value for the range its field's metadata gives ('min' and
+    'max' inclusive, 'above' exclusive; a number is finite), or None when it lies in the range.
+    The CLI gives 'min' and 'max' to Typer and checks the rest with this function too."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    low, high, above = metadata.get("min"), metadata.get("max"), metadata.get("above")
+    if above is not None and not value > above:
+        return f"must be greater than {above}, not {value}"
+    if low is not None and value < low or high is not None and value > high:
+        bounds = " and ".join(b for b in (low is not None and f">= {low}", high is not None and f"<= {high}") if b)
+        return f"must be {bounds}, not {value}"
+    return None
+
+
 def diversity_field(default: float = 0.0):
     """The `diversity` option (a method with another default redeclares it with this)."""
     return field(default=default, metadata={
-        "help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)"})
+        "help": "weight w of the code-diversity term w * sum_d KL(batch-mean pi_d || uniform)", "min": 0})
 
 
 def diversity_warmup_field(default: int = 0):
     """The `diversity_warmup` option (a method with another default redeclares it with this)."""
-    return field(default=default, metadata={"help": "epochs over which the diversity weight rises linearly from 0"})
+    return field(default=default, metadata={"help": "epochs over which the diversity weight rises linearly from 0",
+                                            "min": 0})
 
 
 @dataclass
 class CommonConfig:
-    """Options every method has: the weight of the code-diversity term (model.code_diversity)."""
+    """Options every method has: the weight of the code-diversity term (model.code_diversity).
+
+    A field's metadata gives its range ('min', 'max' inclusive; 'above' exclusive), checked here
+    for every method and given to the CLI's flags (exit 2 before any data is read)."""
 
     diversity: float = diversity_field()
     diversity_warmup: int = diversity_warmup_field()
 
     def __post_init__(self) -> None:
-        if not self.diversity >= 0 or self.diversity_warmup < 0:
-            raise DVAEError("--diversity and --diversity-warmup must not be negative")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, (int, float)) and not isinstance(value, (int, float)):
+                raise DVAEError(f"{flag(f.name)} must be a number, not {value!r}")
+            problem = range_problem(value, f.metadata)
+            if problem:
+                raise DVAEError(f"{flag(f.name)} {problem}")
 
 
 class Method:

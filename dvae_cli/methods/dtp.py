@@ -40,9 +40,9 @@ class DTPConfig(CommonConfig):
         metadata={"help": "DTP target: prob = 2 pi(x) - pi(x'), sample = y + pi(x) - pi(x')",
                   "choices": ("prob", "sample")},
     )
-    beta_max: float = field(default=0.0, metadata={"help": "DTP: final weight of the KL term"})
+    beta_max: float = field(default=0.0, metadata={"help": "DTP: final weight of the KL term", "min": 0})
     beta_warmup: int = field(
-        default=10, metadata={"help": "DTP: epochs over which beta rises linearly from 0"}
+        default=10, metadata={"help": "DTP: epochs over which beta rises linearly from 0", "min": 0}
     )
     dtp_inverse_loss: bool = field(
         default=False,

@@ -18,14 +18,14 @@ from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 
 @dataclass
 class GumbelConfig(CommonConfig):
-    tau0: float = field(default=1.0, metadata={"help": "Gumbel: initial temperature"})
-    tau_min: float = field(default=0.5, metadata={"help": "Gumbel: final (minimum) temperature"})
+    tau0: float = field(default=1.0, metadata={"help": "Gumbel: initial temperature", "above": 0})
+    tau_min: float = field(default=0.5, metadata={"help": "Gumbel: final (minimum) temperature", "above": 0})
     anneal_rate: float = field(
         default=0.015,
-        metadata={"help": "Gumbel: tau = max(tau_min, tau0 * exp(-rate * epoch))"},
+        metadata={"help": "Gumbel: tau = max(tau_min, tau0 * exp(-rate * epoch))", "min": 0},
     )
     lr_decay: float = field(
-        default=1.0, metadata={"help": "Gumbel: learning rate multiplied by this every epoch"}
+        default=1.0, metadata={"help": "Gumbel: learning rate multiplied by this every epoch", "above": 0, "max": 1}
     )
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DVAEError
 from ..model import DiscreteVAE, one_hot_sample
 from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 
@@ -22,13 +21,8 @@ from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
 @dataclass
 class ReinMaxConfig(CommonConfig):
     reinmax_tau: float = field(
-        default=1.0, metadata={"help": "ReinMax: temperature of the softmax in pi1 (the paper wants >= 1)"}
+        default=1.0, metadata={"help": "ReinMax: temperature of the softmax in pi1 (the paper wants >= 1)", "above": 0}
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.reinmax_tau > 0:
-            raise DVAEError("--reinmax-tau must be positive")
 
 
 class ReinMax(Method):

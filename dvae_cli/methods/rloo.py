@@ -11,19 +11,14 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..errors import DVAEError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
 from .base import CommonConfig, Method, Noise, Step
 
 
 @dataclass
 class RLOOConfig(CommonConfig):
-    samples: int = field(default=4, metadata={"help": "RLOO: samples per image (at least 2)"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.samples < 2:
-            raise DVAEError("--samples must be at least 2 for a leave-one-out baseline")
+    samples: int = field(default=4, metadata={"help": "RLOO: samples per image (at least 2: a leave-one-out "
+                                                      "baseline needs another sample)", "min": 2})
 
 
 class RLOO(Method):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ...errors import DVAEError
-from .base import CodeFormat, Codes, FormatWriter
+from .base import CodeFormat, Codes, FormatWriter, Shard
 from .indices import Indices
 from .onehot import OneHot
 from .packed import Packed
@@ -59,5 +59,5 @@ def formats_help() -> str:
             + f". Default: {by_suffix}, else {DEFAULT}.")
 
 
-__all__ = ["DEFAULT", "FORMATS", "HEADER_SIZE", "CodeFormat", "Codes", "FormatWriter", "detect", "format_for",
-           "formats_help", "get_format", "record_bytes"]
+__all__ = ["DEFAULT", "FORMATS", "HEADER_SIZE", "CodeFormat", "Codes", "FormatWriter", "Shard", "detect",
+           "format_for", "formats_help", "get_format", "record_bytes"]

@@ -13,6 +13,21 @@ from typing import BinaryIO, ClassVar
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which part of which input a codes file holds: block `index` of `count` (I/N of `dvae encode
+    --shard`; 0 of 1 for a whole input) of an input of `images` images, the input known by its
+    `identity` (16 hex digits; docs/CODES.md says how it is computed)."""
+
+    index: int
+    count: int
+    images: int
+    identity: str
+
+    def __str__(self) -> str:
+        return f"shard {self.index}/{self.count} of input {self.identity} ({self.images:,} images)"
+
+
 @dataclass
 class Codes:
     """Codes read from a file: the (N, D) class indices and what the file says about them."""
@@ -21,6 +36,7 @@ class Codes:
     format: str
     classes: int | None  # K as recorded; None for formats that do not record it
     fingerprint: str | None  # of the checkpoint that made them; None when not recorded
+    shard: Shard | None = None  # the part of the input they encode; None when not recorded
 
 
 class FormatWriter:
@@ -45,7 +61,7 @@ class CodeFormat:
     summary: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]] = ()
     binary: ClassVar[bool] = True  # bytes a terminal should not get
-    records_classes: ClassVar[bool] = False  # whether the file records K (and a fingerprint)
+    records_classes: ClassVar[bool] = False  # whether the file records K (and a fingerprint and shard)
     joins_verbatim: ClassVar[bool] = False  # files are joined byte for byte (when K is not recorded
     # but decides the layout), not re-written from their indices
 
@@ -54,8 +70,9 @@ class CodeFormat:
         raise NotImplementedError
 
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
-               fingerprint: str | None) -> FormatWriter:
-        """Start a file of `count` codes (None: not known yet) on `file`."""
+               fingerprint: str | None, shard: Shard | None) -> FormatWriter:
+        """Start a file of `count` codes (None: not known yet) on `file`; formats with a header record
+        the producing checkpoint's `fingerprint` and the `shard` of the input (when given)."""
         raise NotImplementedError
 
     def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:

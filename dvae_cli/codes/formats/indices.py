@@ -13,7 +13,7 @@ import numpy as np
 from ...errors import DVAEError
 from ...inputs import NPY_ERRORS
 from ..packing import index_dtype
-from .base import CodeFormat, Codes, FormatWriter
+from .base import CodeFormat, Codes, FormatWriter, Shard
 
 
 class IndicesWriter(FormatWriter):
@@ -51,7 +51,7 @@ class Indices(CodeFormat):
         return data.startswith(np.lib.format.MAGIC_PREFIX)
 
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
-               fingerprint: str | None) -> FormatWriter:
+               fingerprint: str | None, shard: Shard | None) -> FormatWriter:
         return IndicesWriter(file, latent_vars, classes, count)
 
     def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:

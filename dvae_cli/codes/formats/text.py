@@ -1,18 +1,19 @@
 """`text`: one line per image, the D indices as digits (K <= 10) or as zero-padded numbers
 separated by spaces; K is not recorded, so readers are told it or guess it from the first line.
+Reading is lenient as docs/CODES.md says: CRLF line ends, whitespace around a line, blank lines at
+the end, numbers separated by any whitespace; errors name the line and D.
 
 Owns: this format's bytes. Must not: be listed anywhere but the registry.
 """
 
 from __future__ import annotations
 
-import io
 from typing import BinaryIO
 
 import numpy as np
 
 from ...errors import DVAEError
-from .base import CodeFormat, Codes, FormatWriter
+from .base import CodeFormat, Codes, FormatWriter, Shard
 
 
 def text_lines(codes: np.ndarray, classes: int) -> bytes:
@@ -46,31 +47,52 @@ class Text(CodeFormat):
     joins_verbatim = True  # the digits-or-numbers layout depends on K, which is not recorded
 
     def sniff(self, data: bytes) -> bool:
-        return not data or data[:1].isdigit()
+        start = data[:64].lstrip()[:1]
+        return start.isdigit() if start else not data.strip()
 
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
-               fingerprint: str | None) -> FormatWriter:
+               fingerprint: str | None, shard: Shard | None) -> FormatWriter:
         return TextWriter(file, classes)
 
     def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:
-        if not data:
+        lines = data.split(b"\n")
+        while lines and not lines[-1].strip():  # the last line's end, and blank lines after it
+            lines.pop()
+        if not lines:
             return Codes(np.zeros((0, latent_vars or 0), np.uint8), self.name, None, None)
-        first_line = data.split(b"\n", 1)[0]
-        if (classes > 10) if classes is not None else any(c in first_line for c in b" \t"):
-            try:
-                indices = np.loadtxt(io.BytesIO(data), dtype=np.int64, ndmin=2)
-            except ValueError as e:
-                raise DVAEError(f"{name}: not valid text codes ({e})") from None
-            if indices.min() < 0:
-                raise DVAEError(f"{name}: negative class index {indices.min()}")
-            return Codes(indices, self.name, None, None)
-        if not data.endswith(b"\n"):
-            data += b"\n"
-        d = len(first_line)
-        if len(data) % (d + 1):
-            raise DVAEError(f"{name}: text codes lines differ in length (the first has {d} digits)")
-        lines = np.frombuffer(data, np.uint8).reshape(-1, d + 1)
-        bad = (lines[:, -1] != ord("\n")) | ((lines[:, :-1] - ord("0")) > 9).any(axis=1)
-        if bad.any():
-            raise DVAEError(f"{name}: line {int(bad.argmax()) + 1}: expected {d} digits 0-9 per line")
-        return Codes(lines[:, :-1] - np.uint8(ord("0")), self.name, None, None)
+        first = lines[0].strip()
+        numbers = classes is not None and classes > 10 or any(c in first for c in b" \t\v\f\r")
+        indices = _numbers(lines, name, latent_vars) if numbers else _digits(data, lines, name, latent_vars)
+        return Codes(indices, self.name, None, None)
+
+
+def _digits(data: bytes, lines: list[bytes], name: str, latent_vars: int | None) -> np.ndarray:
+    """Lines of D digits each; whitespace around a line (a CRLF ending too) is ignored."""
+    if any(c in data for c in b" \t\v\f\r"):  # the rare layout: strip each line, then read as usual
+        lines = [line.strip() for line in lines]
+    d = latent_vars if latent_vars is not None else len(lines[0])
+    lengths = np.fromiter(map(len, lines), np.int64, len(lines))
+    if (lengths != d).any():
+        row = int((lengths != d).argmax())
+        raise DVAEError(f"{name}: line {row + 1}: expected D={d} digits, found {lengths[row]} characters")
+    chars = np.frombuffer(b"".join(lines), np.uint8).reshape(len(lines), d)
+    bad = ((chars - np.uint8(ord("0"))) > 9).any(axis=1)
+    if bad.any():
+        row = int(bad.argmax())
+        raise DVAEError(f"{name}: line {row + 1}: expected D={d} digits 0-9, found {lines[row][:80]!r}")
+    return chars - np.uint8(ord("0"))
+
+
+def _numbers(lines: list[bytes], name: str, latent_vars: int | None) -> np.ndarray:
+    """Lines of D decimal numbers separated by any whitespace."""
+    rows = [line.split() for line in lines]
+    d = latent_vars if latent_vars is not None else len(rows[0])
+    for number, row in enumerate(rows, 1):
+        if len(row) != d or not all(token.isdigit() for token in row):
+            what = f"{len(row)} numbers" if len(row) != d else f"{b' '.join(row)[:80]!r}"
+            raise DVAEError(f"{name}: line {number}: expected D={d} whole numbers, found {what}")
+    try:
+        indices = np.array([[int(t) for t in row] for row in rows], np.int64).reshape(len(rows), d)
+    except OverflowError:
+        raise DVAEError(f"{name}: a class index is far too large") from None
+    return indices
