@@ -43,13 +43,23 @@ def version_line() -> str:
 
 
 def run() -> None:
-    """Console-script entry point. `dvae --version` alone answers before the app is built."""
+    """Console-script entry point. `dvae --version` alone answers before the app is built.
+
+    Ctrl-C, SIGTERM and SIGHUP unwind every command alike (interrupts.py); one that arrives
+    outside a command's own handling (while torch loads, say) still ends in one line."""
     if sys.argv[1:] == ["--version"]:
         print(version_line())
         return
-    from .main import app
+    from ..interrupts import Interrupted, exit_code, handle_stop_signals, signal_name
 
-    app()
+    handle_stop_signals()
+    try:
+        from .main import app
+
+        app()
+    except Interrupted as e:
+        print(f"interrupted ({signal_name(e)})", file=sys.stderr)
+        sys.exit(exit_code(e))
 
 
 def __getattr__(name: str):
