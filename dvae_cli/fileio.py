@@ -101,7 +101,7 @@ def _stat(path: Path) -> os.stat_result | None:
     """The stat of what `path` names, links followed; None when nothing is there."""
     try:
         return os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise _failure(path, e) from None
@@ -185,7 +185,7 @@ def _streamed(path: Path, descriptor: int | None) -> Iterator[BinaryIO]:
         fd = os.dup(descriptor) if descriptor is not None else os.open(path, os.O_WRONLY | os.O_NOCTTY)
     except OSError as e:
         raise _failure(path, e) from None
-    with os.fdopen(fd, "wb") as f:
+    with _closing(os.fdopen(fd, "wb")) as f:
         out = _Output(f, str(path))
         yield out
         out.flush()
@@ -206,7 +206,7 @@ def _replaced(path: Path, old: os.stat_result | None) -> Iterator[BinaryIO]:
             _copy_permissions(fd, old)
         except OSError as e:
             raise _failure(path, e) from None
-        with file:
+        with _closing(file):
             out = _Output(file, str(path))
             yield out
             out.flush()
@@ -218,6 +218,17 @@ def _replaced(path: Path, old: os.stat_result | None) -> Iterator[BinaryIO]:
             os.replace(tmp, real)
         except OSError as e:
             raise _failure(path, e) from None
+
+
+@contextlib.contextmanager
+def _closing(file: BinaryIO) -> Iterator[BinaryIO]:
+    """Close `file` however the block ends: after a failed write its buffer cannot be written
+    either, and that second error must not hide the first (the block flushes on success)."""
+    try:
+        yield file
+    finally:
+        with contextlib.suppress(OSError):
+            file.close()
 
 
 def _copy_permissions(fd: int, old: os.stat_result | None) -> None:

@@ -52,6 +52,11 @@ def _check_io(source: str, output: str, binary_output: bool, ckpt: Path) -> None
     check_output(output, source, ckpt)
 
 
+def _size(output: str) -> int | None:
+    """The bytes of a written file; None for stdout, a device or a FIFO (streamed, not kept)."""
+    return os.path.getsize(output) if output != "-" and os.path.isfile(output) else None
+
+
 def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
     if json_out:
         print(json.dumps(summary))
@@ -116,11 +121,11 @@ def encode(
     if not main:
         return
     name = checkpoint_name(ckpt, loaded.path)
-    size = os.path.getsize(output) if output != "-" else None
+    size = _size(output)
     summary = {"images": count, "output": output, "format": fmt, "bytes": size, "shard": shard,
                "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": name,
                "fingerprint": loaded.fingerprint, "sample": sample, "seed": seed if sample else None}
-    where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"stdout ({fmt})"
+    where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"{'stdout' if output == '-' else output} ({fmt})"
     _report(json_out, summary, f"encoded {count:,} images with {name} -> {where}", quiet)
 
 
@@ -243,6 +248,6 @@ def cat(
         check_output(output, *files)
         joined = join_codes(files, output)
     summary = {"files": len(files), "images": len(joined.indices), "output": output, "format": joined.format,
-               "bytes": os.path.getsize(output) if output != "-" else None, "fingerprint": joined.fingerprint}
+               "bytes": _size(output), "fingerprint": joined.fingerprint}
     _report(json_out, summary, f"joined {len(files)} files, {len(joined.indices):,} codes ({joined.format}) "
             f"-> {output}", quiet)
