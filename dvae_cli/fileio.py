@@ -39,9 +39,7 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
     """Refuse, before any work, an output that cannot be written or that is one of `inputs`
     (files, folders read whole, "-" for stdin). "-" is stdout."""
     name = str(target)
-    output = _stdio_file(sys.stdout) if name == "-" else _stat(Path(target))
-    if name != "-":
-        _check_location(Path(target), output)
+    output = _stdio_file(sys.stdout) if name == "-" else _check_location(Path(target))
     if output is None:
         return
     for source in inputs:
@@ -53,14 +51,16 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
                                 f"the input; write elsewhere")
 
 
-def _check_location(path: Path, existing: os.stat_result | None) -> None:
-    """A folder, or a place where no file can be made, is refused with a clear line."""
-    if existing is not None and stat.S_ISDIR(existing.st_mode):
+def _check_location(path: Path) -> os.stat_result | None:
+    """A folder, or a place where no file can be made, is refused with a clear line; the stat
+    of what is there is returned (None when new)."""
+    kind, found, _ = _kind(path)
+    if kind == "folder":
         raise DVAEError(f"{path}: is a folder; give a file name")
-    if existing is not None and not stat.S_ISREG(existing.st_mode) or _descriptor(path) is not None:
+    if kind == "stream":
         if not os.access(path, os.W_OK):
             raise DVAEError(f"{path}: cannot write it (permission denied)")
-        return
+        return found
     real = Path(os.path.realpath(path))
     folder = next(p for p in real.parents if p.exists())
     if not folder.is_dir():
@@ -68,6 +68,7 @@ def _check_location(path: Path, existing: os.stat_result | None) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise DVAEError(f"{path}: cannot write in {folder} (a file is replaced through a temporary "
                         f"file beside it); write elsewhere")
+    return found
 
 
 def _input_files(source: str | os.PathLike) -> Iterator[tuple[str, os.stat_result]]:
@@ -153,6 +154,25 @@ class _Output:
         return getattr(self._file, name)
 
 
+def is_stream(target: str | os.PathLike) -> bool:
+    """Whether an output is streamed into (stdout, a device, a FIFO, an open descriptor), not a file."""
+    return str(target) == "-" or _kind(Path(target))[0] == "stream"
+
+
+def _kind(path: Path) -> tuple[str, os.stat_result | None, int | None]:
+    """What an output path names: "folder", "stream" (a device, FIFO, terminal or open descriptor)
+    or "file" (a regular or a new one); with its stat (None when new) and descriptor number."""
+    found = _stat(path)
+    if found is None:
+        return "file", None, None
+    if stat.S_ISDIR(found.st_mode):
+        return "folder", found, None
+    descriptor = _descriptor(path)
+    if descriptor is not None or not stat.S_ISREG(found.st_mode):
+        return "stream", found, descriptor
+    return "file", found, None
+
+
 @contextlib.contextmanager
 def open_output(target: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
     """A binary output under the policy above: "-" is stdout, a path is replaced atomically or
@@ -166,16 +186,11 @@ def open_output(target: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
         out.flush()
         return
     path = Path(target)
-    found = _stat(path)
-    if found is not None and stat.S_ISDIR(found.st_mode):
+    kind, found, descriptor = _kind(path)
+    if kind == "folder":
         raise DVAEError(f"{path}: is a folder; give a file name")
-    descriptor = _descriptor(path)
-    if descriptor is not None or found is not None and not stat.S_ISREG(found.st_mode):
-        with _streamed(path, descriptor) as f:
-            yield f
-    else:
-        with _replaced(path, found) as f:
-            yield f
+    with _streamed(path, descriptor) if kind == "stream" else _replaced(path, found) as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -188,11 +188,13 @@ def decode(
     from ..checkpoint import load_checkpoint
     from ..codes import read_codes
     from ..codes.model_side import decode_chunks
-    from ..fileio import open_output
+    from ..fileio import is_stream, open_output
     from ..progress import for_terminal
 
     with user_errors():
-        suffix = "npy" if output == "-" else Path(output).suffix.lower().lstrip(".")
+        suffix = Path(output).suffix.lower().lstrip(".")
+        if suffix not in ("npy", "png") and is_stream(output):  # stdout, /dev/stdout, a FIFO: .npy
+            suffix = "npy"
         if suffix not in ("npy", "png"):
             raise DVAEError(f"-o {output}: write images to a .npy or .png file (or - for .npy on stdout)")
         check_json_output(json_out, output, "images")
