@@ -75,8 +75,10 @@ def test_nan_stops_with_clear_error_and_keeps_last_good(tmp_path, mnist_dir, mon
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir):
-    """SIGINT mid-run: exit 130, complete epochs kept, --resume ends equal to an uninterrupted run."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir, signum):
+    """SIGINT (or SIGTERM, as `timeout` and schedulers send) mid-run: exit 128+signal, complete
+    epochs kept, --resume ends equal to an uninterrupted run."""
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "dvae_cli", "train", "--method", "dtp", "--epochs", "100",
            "--train-limit", "600", "--device", "cpu", "--data-dir", str(mnist_dir), "--out", str(out)]
@@ -87,10 +89,11 @@ def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir):
     deadline = time.time() + 120
     while not (out / "state.safetensors").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
     assert f"--resume {out}" in " ".join(err.split()) and "Traceback" not in err
+    assert f"interrupted ({signal.Signals(signum).name})" in err
     done = len((out / "metrics.jsonl").read_text().splitlines())
     assert 1 <= done < 100
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
