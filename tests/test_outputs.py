@@ -401,3 +401,13 @@ def test_a_generator_left_early_leaves_no_inference_mode(tmp_path):
     decoding = decode_chunks(model, iter([first, first]))
     next(decoding)
     assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_stdout_is_one_line(tmp_path):
+    """Tables, JSON and help on a full stdout (`> /dev/full`): one line, exit 1, no traceback."""
+    with open("/dev/full", "wb") as full:
+        for args in (["--help"], ["pretrained", "--json"]):
+            result = subprocess.run([DVAE, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+            assert result.returncode == 1, result.stderr
+            assert result.stderr.splitlines() == ["error: No space left on device"], result.stderr
