@@ -85,7 +85,7 @@ def stop_on():
 # ---- the policy, one target kind at a time ------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [0o444, 0o600, 0o755])
+@pytest.mark.parametrize("mode", [0o444, 0o600, 0o755], ids=oct)
 def test_a_replaced_file_keeps_its_mode(tmp_path, mode):
     path = tmp_path / "out.bin"
     path.write_bytes(b"old")
@@ -198,6 +198,12 @@ class FailingFile:
 
     def write(self, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
     def __getattr__(self, name):
         return getattr(self.file, name)
