@@ -275,10 +275,7 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
-    """Write the figure to `path` (format from its suffix), atomically."""
+    """Write the figure to `path` (format from its suffix) under the output policy (fileio.py)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format=output_format(path), dpi=DPI)
-    try:
-        atomic_write_bytes(path, buffer.getvalue())
-    except OSError as e:
-        raise DVAEError(f"{path}: cannot write the figure ({e.strerror or e})") from None
+    atomic_write_bytes(path, buffer.getvalue())

@@ -24,7 +24,7 @@ from .checkpoint import TrainState, load_state, save_checkpoint, save_state
 from .data import load_split
 from .errors import DVAEError
 from .distributed import resolve_device
-from .fileio import deferred_interrupt
+from .interrupts import deferred_interrupt
 from .methods import Method, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig, code_diversity

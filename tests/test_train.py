@@ -101,3 +101,24 @@ def test_ctrl_c_keeps_last_epoch_and_resume_matches(tmp_path, mnist_dir):
     whole = train(_config(mnist_dir, epochs=done + 1, train_limit=600), tmp_path / "whole")
     a, b = _weights(whole), _weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_keeps_last_epoch_and_resumes(tmp_path, mnist_dir):
+    """SIGTERM (what `timeout`, schedulers and `docker stop` send) mid-run, as Ctrl-C: exit 143,
+    one line, complete epochs kept, no temporary file, and --resume continues."""
+    out = tmp_path / "terminated"
+    cmd = [sys.executable, "-m", "dvae_cli", "train", "--method", "dtp", "--epochs", "100",
+           "--train-limit", "300", "--device", "cpu", "--data-dir", str(mnist_dir), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "state.safetensors").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and f"--resume {out}" in " ".join(err.split()) and "Traceback" not in err
+    done = len((out / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 100 and load_checkpoint(out / "last.safetensors").epoch == done
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    resume(out, epochs=done + 1)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == done + 1

@@ -11,6 +11,8 @@ Owns: the registry of command groups and the entry point. Must not: hold any com
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,13 +47,35 @@ def version_line() -> str:
 
 
 def run() -> None:
-    """Console-script entry point. `dvae --version` alone answers before the app is built."""
+    """Console-script entry point. `dvae --version` alone answers before the app is built.
+
+    Ctrl-C, SIGTERM and SIGHUP unwind every command alike (interrupts.py); one that arrives
+    outside a command's own handling (while torch loads, say) still ends in one line."""
     if sys.argv[1:] == ["--version"]:
         print(version_line())
         return
-    from .main import app
+    from ..interrupts import Interrupted, exit_code, handle_stop_signals, signal_name
 
-    app()
+    handle_stop_signals()
+    try:
+        from .main import app
+
+        app()
+    except Interrupted as e:
+        _say(f"interrupted ({signal_name(e)})")
+        sys.exit(exit_code(e))
+    except OSError as e:  # stdout or stderr could not be written (a full disk); outputs say so themselves
+        _say(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        sys.exit(1)
+
+
+def _say(line: str) -> None:
+    """The last line on stderr, if it can still be written; stdout is sent to /dev/null, so what
+    is left in its buffer cannot fail again (and print a traceback) when Python exits."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def __getattr__(name: str):

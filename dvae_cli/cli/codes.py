@@ -21,7 +21,7 @@ import typer
 from ..codes.formats import FORMATS, format_for, formats_help, get_format
 from ..errors import DVAEError
 from ..inputs import CHUNK, SIDE
-from .common import (CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_stdin, check_writable,
+from .common import (CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_output, check_stdin,
                      checkpoint, checkpoint_name, output_option, user_errors)
 
 app = typer.Typer()
@@ -49,13 +49,18 @@ def shard_block(spec: str | None, count: int) -> slice:
     return shard(count, parts, index)
 
 
-def _check_io(source: str, output: str, binary_output: bool) -> None:
-    """Fail before any work on a terminal where data should flow, or an output that cannot be written."""
+def _check_io(source: str, output: str, binary_output: bool, ckpt: Path) -> None:
+    """Fail before any work on a terminal where data should flow, or an output that cannot be
+    written or is one of the inputs (the data or the checkpoint)."""
     check_stdin(source)
-    if output != "-":
-        check_writable(output)
-    elif binary_output:
+    if binary_output:
         check_binary_stdout(output)
+    check_output(output, source, ckpt)
+
+
+def _size(output: str) -> int | None:
+    """The bytes of a written file; None for stdout, a device or a FIFO (streamed, not kept)."""
+    return os.path.getsize(output) if output != "-" and os.path.isfile(output) else None
 
 
 def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
@@ -99,8 +104,9 @@ def encode(
         check_json_output(json_out, output, "codes")
         if source == "-" and distributed.launched():
             raise DVAEError("under torchrun the input must be a file, not stdin")
-        _check_io(source, output, get_format(fmt).binary)
-        loaded = load_checkpoint(checkpoint(None, ckpt), distributed.local_device(distributed.resolve_device(device)))
+        ckpt_path = checkpoint(None, ckpt)
+        _check_io(source, output, get_format(fmt).binary, ckpt_path)
+        loaded = load_checkpoint(ckpt_path, distributed.local_device(distributed.resolve_device(device)))
         config = loaded.model.config
         images = open_images(source)
         block = shard_block(shard, len(images))
@@ -123,12 +129,12 @@ def encode(
     if not main:
         return
     name = checkpoint_name(ckpt, loaded.path)
-    size = os.path.getsize(output) if output != "-" else None
+    size = _size(output)
     summary = {"images": count, "output": output, "format": fmt, "bytes": size, "shard": shard,
                "latent_vars": config.latent_vars, "classes": config.classes, "checkpoint": name,
                "fingerprint": loaded.fingerprint, "input_identity": origin.identity, "sample": sample,
                "seed": seed if sample else None}
-    where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"stdout ({fmt})"
+    where = f"{output} ({fmt}, {size:,} bytes)" if size is not None else f"{'stdout' if output == '-' else output} ({fmt})"
     _report(json_out, summary, f"encoded {count:,} images with {name} -> {where}", quiet)
 
 
@@ -191,16 +197,19 @@ def decode(
     from ..checkpoint import load_checkpoint
     from ..codes import read_codes
     from ..codes.model_side import decode_chunks
-    from ..fileio import open_output
+    from ..fileio import is_stream, open_output
     from ..progress import for_terminal
 
     with user_errors():
-        suffix = "npy" if output == "-" else Path(output).suffix.lower().lstrip(".")
+        suffix = Path(output).suffix.lower().lstrip(".")
+        if suffix not in ("npy", "png") and is_stream(output):  # stdout, /dev/stdout, a FIFO: .npy
+            suffix = "npy"
         if suffix not in ("npy", "png"):
             raise DVAEError(f"-o {output}: write images to a .npy or .png file (or - for .npy on stdout)")
         check_json_output(json_out, output, "images")
-        _check_io(codes_file, output, True)
-        loaded = load_checkpoint(checkpoint(None, ckpt), distributed.local_device(distributed.resolve_device(device)))
+        ckpt_path = checkpoint(None, ckpt)
+        _check_io(codes_file, output, True, ckpt_path)
+        loaded = load_checkpoint(ckpt_path, distributed.local_device(distributed.resolve_device(device)))
         config = loaded.model.config
         codes = read_codes(codes_file, config.latent_vars, config.classes)
         name = "stdin" if codes_file == "-" else codes_file
@@ -247,11 +256,10 @@ def cat(
 
     with user_errors():
         check_json_output(json_out, output, "codes")
-        if output != "-" and Path(output).absolute() in {f.absolute() for f in files}:
-            raise DVAEError(f"-o {output}: is also an input; write the joined file elsewhere")
         check_binary_stdout(output)
+        check_output(output, *files)
         joined = join_codes(files, output)
     summary = {"files": len(files), "images": len(joined.indices), "output": output, "format": joined.format,
-               "bytes": os.path.getsize(output) if output != "-" else None, "fingerprint": joined.fingerprint}
+               "bytes": _size(output), "fingerprint": joined.fingerprint}
     _report(json_out, summary, f"joined {len(files)} files, {len(joined.indices):,} codes ({joined.format}) "
             f"-> {output}", quiet)

@@ -8,7 +8,6 @@ import torch or any module that does (commands import those inside their bodies)
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .. import fileio
 from ..data import ENV_DATA_DIR
 from ..errors import DVAEError
+from ..interrupts import Interrupted, exit_code, signal_name
 from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..runfolder import ENV_CKPT
 
@@ -76,14 +77,9 @@ def check_binary_stdout(output: str) -> None:
         raise DVAEError("-o - writes binary data to stdout, which is a terminal: redirect or pipe it")
 
 
-def check_writable(output: str) -> None:
-    """An output file that can be written (its missing folders get created), before any work."""
-    path = Path(output).absolute()
-    if path.is_dir():
-        raise DVAEError(f"-o {output}: is a folder; give a file name")
-    folder = next(p for p in path.parents if p.exists())
-    if not os.access(folder, os.W_OK):
-        raise DVAEError(f"-o {output}: cannot write in {folder}")
+def check_output(output: str | Path, *inputs: str | Path | None) -> None:
+    """Before any work: an output that can be written and is none of the inputs (fileio's policy)."""
+    fileio.check_output(output, [source for source in inputs if source is not None])
 
 
 def check_stdin(source: str, flag: str = "input") -> None:
@@ -98,12 +94,13 @@ def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn user mistakes into a one-line message and exit code 1; Ctrl-C into exit 130."""
+    """Turn user mistakes into a one-line message and exit code 1; a stop signal into one line and
+    exit 128 + its number (Ctrl-C 130, SIGTERM 143, SIGHUP 129)."""
     try:
         yield
     except DVAEError as e:
         stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, Interrupted) as e:
+        stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)
+        raise typer.Exit(exit_code(e)) from None

@@ -17,8 +17,8 @@ from rich.style import Style
 from rich.text import Text
 
 from ..errors import DVAEError
-from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, checkpoint, check_stdin, checkpoint_name,
-                     output_option, stdout, user_errors)
+from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
+                     checkpoint_name, output_option, stdout, user_errors)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -67,12 +67,22 @@ def _label(ckpt: Checkpoint) -> str:
     return f"{ckpt.path.parent.name}/{ckpt.path.name} ({ckpt.method}, epoch {ckpt.epoch})"
 
 
-def _load(ckpt_arg: Optional[str], ckpt: Optional[str], device: str) -> Checkpoint:
+def _checked(output: Optional[Path], *inputs: Optional[str | Path]) -> None:
+    """Before any work: a figure format dvae writes, and an output that can be written and is
+    none of the inputs."""
+    from ..figures import output_format
+
+    if output is not None:
+        output_format(output)
+        check_output(output, *inputs)
+
+
+def _load(path: Path, device: str) -> Checkpoint:
     """The checkpoint's model on the device."""
     from ..checkpoint import load_checkpoint
     from ..distributed import resolve_device
 
-    return load_checkpoint(checkpoint(ckpt_arg, ckpt), resolve_device(device))
+    return load_checkpoint(path, resolve_device(device))
 
 
 def _device(loaded: Checkpoint) -> object:
@@ -144,14 +154,14 @@ def heatmap(
     For one image (default: the first validation image) or averaged over a split (--mean).
     Draws in the terminal, or writes a figure with -o, or prints JSON with --json.
     """
-    from ..figures import encode_pi, heatmap_figure, output_format, save_figure
+    from ..figures import encode_pi, heatmap_figure, save_figure
 
     with user_errors():
         if mean and index is not None:
             raise DVAEError("--mean averages over all images; --index does not apply")
-        if output is not None:
-            output_format(output)
-        loaded = _load(ckpt_arg, ckpt, device)
+        path = checkpoint(ckpt_arg, ckpt)
+        _checked(output, path, input)
+        loaded = _load(path, device)
         index = None if mean else index or 0
         x, source = _images(input, split, data_dir, index or 0, None if mean else 1)
         pi = encode_pi(loaded.model, x.to(_device(loaded)))
@@ -193,11 +203,12 @@ def recon(
 
     Each reconstruction shows the Bernoulli means decoded from the image's most likely one-hot code.
     """
-    from ..figures import output_format, reconstruct, reconstructions_figure
+    from ..figures import reconstruct, reconstructions_figure
 
     with user_errors():
-        output_format(output)
-        loaded = _load(ckpt_arg, ckpt, device)
+        path = checkpoint(ckpt_arg, ckpt)
+        _checked(output, path, input)
+        loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, n)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
         _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x.to(_device(loaded))), title, columns, scale), output, quiet)
@@ -219,11 +230,12 @@ def samples(
 
     Each image shows the decoder's Bernoulli means.
     """
-    from ..figures import output_format, prior_samples, samples_figure
+    from ..figures import prior_samples, samples_figure
 
     with user_errors():
-        output_format(output)
-        loaded = _load(ckpt_arg, ckpt, device)
+        path = checkpoint(ckpt_arg, ckpt)
+        _checked(output, path)
+        loaded = _load(path, device)
         title = f"Prior samples (uniform one-hot codes, seed {seed})\n{_label(loaded)}"
         _write(samples_figure(prior_samples(loaded.model, n, seed), title, columns, scale), output, quiet)
 
@@ -246,11 +258,12 @@ def traverse(
     Row v decodes the image's most likely code with variable v set to each class in turn
     (the other variables kept); the image's own class is framed in red.
     """
-    from ..figures import output_format, reconstruct, traversal, traversal_figure
+    from ..figures import reconstruct, traversal, traversal_figure
 
     with user_errors():
-        output_format(output)
-        loaded = _load(ckpt_arg, ckpt, device)
+        path = checkpoint(ckpt_arg, ckpt)
+        _checked(output, path, input)
+        loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, 1)
         grid, code = traversal(loaded.model, x[0].to(_device(loaded)))
         title = f"Traversal of {source} image {index} (red frame: its own code)\n{_label(loaded)}"
@@ -267,11 +280,11 @@ def plot(
 
     Validation -ELBO, reconstruction log p(x|y), KL and the tau/beta schedule per epoch.
     """
-    from ..figures import curves_figure, output_format
-    from ..runfolder import read_run
+    from ..figures import curves_figure
+    from ..runfolder import CONFIG, METRICS, read_run
 
     with user_errors():
-        output_format(output)
+        _checked(output, *(run_dir / name for run_dir in run_dirs for name in (CONFIG, METRICS)))
         names = [run_dir.resolve().name for run_dir in run_dirs]
         runs = []
         for run_dir, name in zip(run_dirs, names):

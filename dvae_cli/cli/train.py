@@ -19,6 +19,7 @@ import typer
 
 from ..commandline import flag, negative_flag
 from ..errors import DVAEError
+from ..interrupts import Interrupted, exit_code, signal_name
 from ..methods import METHODS
 from .common import DATA_DIR, DEVICE, JSON, QUIET, data_dir_arg, output_option, stderr, user_errors
 
@@ -128,8 +129,8 @@ def train(
     """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
 
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
-    Ctrl-C keeps the last complete epoch (exit 130); continue with --resume DIR. One run at a time
-    writes a folder (a lock file, .lock, names its process).
+    Ctrl-C, SIGTERM or SIGHUP keeps the last complete epoch (exit 130, 143, 129); continue with
+    --resume DIR. One run at a time writes a folder (a lock file, .lock, names its process).
     """
     from ..distributed import is_main
     from ..model import ModelConfig
@@ -158,16 +159,17 @@ def train(
                 )
                 output = output or default_out(config.method)
                 run_dir = train_run(config, output, reporter)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as e:
             reporter.close()
             folder = resume or output
             if folder is not None and has_epoch(folder):
-                stderr.print(f"[yellow]interrupted:[/] the last complete epoch is kept; "
-                             f"continue with: dvae train --resume {folder}", soft_wrap=True)
+                stderr.print(f"[yellow]interrupted[/] ({signal_name(e)}): the last complete epoch is kept; "
+                             f"continue with: dvae train --resume {folder}", soft_wrap=True, highlight=False)
             else:
-                stderr.print("[yellow]interrupted[/] before the first epoch completed, so there is nothing to "
-                             "resume and nothing was kept; run the same command to start again", soft_wrap=True)
-            raise typer.Exit(130) from None
+                stderr.print(f"[yellow]interrupted[/] ({signal_name(e)}) before the first epoch completed, so there "
+                             "is nothing to resume and nothing was kept; run the same command to start again",
+                             soft_wrap=True, highlight=False)
+            raise typer.Exit(exit_code(e)) from None
         finally:
             reporter.close()
     if not is_main():  # under torchrun, rank 0 alone reports

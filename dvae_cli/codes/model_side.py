@@ -31,20 +31,22 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
     dtype = index_dtype(model.config.classes)
     shape = (model.config.latent_vars, model.config.classes)
     first = 0
-    with torch.inference_mode():
-        for raw in images.raw_chunks(batch_size):
-            if first >= stop:
-                break
+    for raw in images.raw_chunks(batch_size):
+        if first >= stop:
+            break
+        lo, hi = max(start, first) - first, min(stop, first + len(raw)) - first
+        with torch.inference_mode():  # per chunk: held across `yield`, it would leak into the caller
             noise = draw_gumbel(generator, (len(raw), *shape)) if sample else None  # drawn for every chunk
-            lo, hi = max(start, first) - first, min(stop, first + len(raw)) - first
             if lo < hi:  # encode the whole chunk and keep the block's rows
                 # the encoder's logits: log pi less a constant per variable, which neither the
                 # argmax nor Gumbel-max depends on (so the log-softmax of `model.encode` is skipped)
                 scores = model.encoder(binarize_array(raw, images.name, first).to(device)).view(len(raw), *shape)
                 if sample:
                     scores = scores + noise
-                yield scores[lo:hi].argmax(dim=-1).cpu().numpy().astype(dtype)
-            first += len(raw)
+                codes = scores[lo:hi].argmax(dim=-1).cpu().numpy().astype(dtype)
+        if lo < hi:
+            yield codes
+        first += len(raw)
 
 
 def encode(model: DiscreteVAE, images: np.ndarray | torch.Tensor, sample: bool = False,
@@ -60,10 +62,11 @@ def decode_chunks(model: DiscreteVAE, chunks: Iterable[np.ndarray]) -> Iterator[
     """Bernoulli means (n, 28, 28) float32 for each chunk of codes (n, D)."""
     device = next(model.parameters()).device
     d, k = model.config.latent_vars, model.config.classes
-    with torch.inference_mode():
-        for codes in chunks:
+    for codes in chunks:
+        with torch.inference_mode():  # per chunk: held across `yield`, it would leak into the caller
             index = torch.from_numpy(check_codes(codes, k, d).astype(np.int64)).to(device)
-            yield torch.sigmoid(model.decode_indices(index)).view(len(index), SIDE, SIDE).cpu().numpy()
+            means = torch.sigmoid(model.decode_indices(index)).view(len(index), SIDE, SIDE).cpu().numpy()
+        yield means
 
 
 def decode(model: DiscreteVAE, codes: np.ndarray) -> np.ndarray:
