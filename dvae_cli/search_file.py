@@ -33,7 +33,7 @@ import numpy as np
 
 from .codes import pack, unpack
 from .errors import DVAEError
-from .fileio import atomic_open
+from .fileio import open_output
 from .search import KINDS, SearchIndex, bytes_per_code, load_faiss
 
 MAGIC = b"\x89DVIX\r\n\x1a"
@@ -64,7 +64,7 @@ def write_index(path: str | os.PathLike, index: SearchIndex) -> None:
     fields = HEADER.pack(MAGIC, VERSION, index.latent_vars, index.classes, len(index),
                          1 + len(index.indexes), fingerprint)
     records = pack(index.codes, index.classes).tobytes() if len(index) else b""
-    with atomic_open(path) as f:
+    with open_output(path) as f:
         f.write(fields + struct.pack("<I", _crc(fields)))
         f.write(_section(CODES, records))
         for kind, faiss_index in index.indexes.items():

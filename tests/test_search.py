@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,12 @@ def test_cli_query_from_stdin(files, tiny_run):
     assert result.exit_code == 0, result.output
     from_file = cli("search", files / "db.bin", files / "q.npy", "-k", 2, "--ckpt", tiny_run, "--limit", 2, "--json")
     assert json.loads(result.stdout)["results"] == json.loads(from_file.stdout)["results"]
+
+
+def test_outputs_that_are_inputs_are_refused(files, tiny_run):
+    for args in (["index", files / "db.bin", "-o", files / "db.bin", "--ckpt", tiny_run],
+                 ["search", files / "db.bin", files / "q.npy", "-o", files / "q.npy", "--ckpt", tiny_run]):
+        before = Path(args[-3]).read_bytes()
+        result = cli(*args)
+        assert result.exit_code == 1 and "same file as the input" in result.output
+        assert Path(args[-3]).read_bytes() == before

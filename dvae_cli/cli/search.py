@@ -21,6 +21,7 @@ import typer
 from rich.table import Table
 
 from ..checkpoint import Checkpoint, load_checkpoint
+from ..fileio import check_output
 from .common import stdout, user_errors
 from ..codes import decode, read_codes
 from ..runfolder import default_checkpoint
@@ -160,6 +161,7 @@ def index(
     Example: dvae index train-images-idx3-ubyte.gz -o train.dvaeidx
     """
     with user_errors():
+        check_output(output, [db, *([ckpt] if ckpt else [])])
         opened = _open(db, "DB")
         if opened.index is not None:
             raise DVAEError(f"{db} is already a search index")
@@ -200,11 +202,11 @@ def _print_eval(results: list[dict], title: str) -> None:
 
 def _write_results(found: Neighbours, output: Path) -> None:
     """(Q, k) structured .npy: fields row (int64) and score (float64)."""
-    from ..fileio import atomic_open
+    from ..fileio import open_output
 
     table = np.zeros(found.rows.shape, [("row", "<i8"), ("score", "<f8")])
     table["row"], table["score"] = found.rows, found.scores
-    with atomic_open(output) as f:
+    with open_output(output) as f:
         np.save(f, table, allow_pickle=False)
 
 
@@ -247,6 +249,10 @@ def search(
             from ..figures import output_format
 
             output_format(figure)
+        inputs = [i for i in (db, query, ckpt) if i is not None]
+        for target in (output, figure):
+            if target is not None:
+                check_output(target, inputs)
         model = Model(ckpt)
         opened_db = _open(db, "DB")
         queries = _open(query, "QUERY")
