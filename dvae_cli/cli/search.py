@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..fileio import check_output
-from .common import stdout, user_errors
+from .common import JSON, QUIET, stdout, user_errors
 from ..codes import decode, read_codes
 from ..runfolder import default_checkpoint
 from ..errors import DVAEError
@@ -152,8 +152,8 @@ def index(
     db: str = typer.Argument(..., metavar="DB", help="Codes in any format, or images (encoded with --ckpt)."),
     output: Path = typer.Option(..., "--output", "-o", help="Index file to write."),
     ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Build a search index over a database once: the codes and their FAISS index, in one file
     (fast scan for K <= 16, serving image and code queries; binary for K <= 256).
@@ -231,8 +231,8 @@ def search(
     db_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the database images (MNIST IDX)."),
     query_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the queries (MNIST IDX)."),
     force: bool = typer.Option(False, "--force", help="Use codes made by another checkpoint (D, K must match)."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of text."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Find the k nearest stored codes of each query; prints query, rank, row, score (tab-separated).
 
