@@ -9,7 +9,7 @@ their figures; no printing, no flags (the CLI is cli_gradients.py).
   leave-one-out baseline (Kool et al. 2019), unbiased, computed in G independent groups of S/G
   samples so that their spread gives the estimate's standard error.
 - A method's update: the gradient w.r.t. the encoder's parameters of its training loss, the
-  code-diversity term included (train._Loss): what the optimizer gets. R draws, each with new noise.
+  code-diversity term included (train.MethodLoss): what the optimizer gets. R draws, each with new noise.
 - DTP's update follows a target, not the ELBO (the thesis, 3 and 5.2.1): its scale is its own, so
   only its direction (cosine with the reference) and its signal-to-noise ratio are comparable.
 """
@@ -32,7 +32,7 @@ from .errors import DVAEError
 from .methods import Method, Noise, make_method
 from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter
-from .train import LEGACY_HPARAMS, _Loss
+from .train import LEGACY_HPARAMS, MethodLoss
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -179,7 +179,7 @@ def compare(model: DiscreteVAE, x: Tensor, estimator: Estimator, reference: Refe
         raise DVAEError("--repeats must be at least 2 (the variance needs two draws)")
     reporter = reporter or Reporter()
     start_time = time.perf_counter()
-    loss = _Loss(model, estimator.method)
+    loss = MethodLoss(model, estimator.method)
     moments, cosines = Moments(), []
     reporter.task("draws", f"{estimator.label}: {repeats} draws", repeats)
     for _ in range(repeats):

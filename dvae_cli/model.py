@@ -113,7 +113,7 @@ def sample_indices(log_pi: Tensor, gumbel: Tensor) -> Tensor:
 def one_hot_argmax(scores: Tensor) -> Tensor:
     """One-hot of the argmax over the last dimension, in the dtype of `scores`."""
     index = scores.argmax(dim=-1, keepdim=True)
-    return torch.zeros_like(scores).scatter_(-1, index, 1.0)
+    return torch.zeros_like(scores).scatter(-1, index, 1.0)  # not in place: vmap batches it
 
 
 def kl_to_uniform(log_pi: Tensor) -> Tensor:

@@ -39,6 +39,17 @@ class Plain(Reporter):
         print(line, file=self.stream, flush=True)
 
 
+class Prefixed(Reporter):
+    """Another reporter's lines, each with a prefix, and none of its bars: one of several runs
+    trained together, whose bars the group drives."""
+
+    def __init__(self, reporter: Reporter, prefix: str):
+        self.reporter, self.prefix = reporter, prefix
+
+    def log(self, line: str) -> None:
+        self.reporter.log(self.prefix + line)
+
+
 class Bars(Reporter):
     """Rich progress bars on stderr, one per key (e.g. 'epochs' and 'batches')."""
 

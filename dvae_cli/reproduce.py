@@ -29,6 +29,7 @@ from .methods import make_method
 from .progress import Reporter
 from .distributed import resolve_device
 from .runfolder import BEST, CONFIG, STATE, read_config, read_metrics
+from .multirun import resume_together, train_together
 from .train import TrainConfig, resume, train
 
 EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
@@ -117,6 +118,35 @@ def parse_seeds(text: str) -> list[int]:
 
 def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
     """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
+    status = run_status(config, run)
+    if status == "resumed":
+        resume(run, config.epochs, config.device, reporter)
+    elif status == "trained":
+        train(config, run, reporter)  # a run stopped before its first epoch is started over
+    return status
+
+
+def ensure_trained_together(configs: list[TrainConfig], runs: list[Path], parallel: int,
+                            reporter: Reporter) -> list[str]:
+    """ensure_trained for runs differing in their seeds alone, `parallel` at a time trained together
+    (multirun.py): the new ones together, the partial ones resumed together."""
+    statuses = [run_status(config, run) for config, run in zip(configs, runs)]
+    for kind in ("trained", "resumed"):
+        pending = [i for i, status in enumerate(statuses) if status == kind]
+        for start in range(0, len(pending), parallel):
+            chunk = pending[start : start + parallel]
+            if len(chunk) == 1:
+                ensure_trained(configs[chunk[0]], runs[chunk[0]], reporter)
+            elif kind == "trained":
+                train_together([configs[i] for i in chunk], [runs[i] for i in chunk], reporter)
+            else:
+                resume_together([runs[i] for i in chunk], configs[0].epochs, configs[0].device, reporter)
+    return statuses
+
+
+def run_status(config: TrainConfig, run: Path) -> str:
+    """What bringing `run` to config.epochs complete epochs takes: 'complete' (nothing), 'resumed'
+    or 'trained'; an error when the folder holds a run of other settings or more epochs."""
     if (run / CONFIG).is_file():
         saved = read_config(run)["train"]
         hparams = dataclasses.asdict(make_method(config.method, config.hparams).config)  # defaults filled in
@@ -129,11 +159,7 @@ def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
         raise DVAEError(f"{run} has {done} epochs, more than --epochs {config.epochs}; choose another --out")
     if done == config.epochs and (run / BEST).is_file():
         return "complete"
-    if (run / STATE).is_file():
-        resume(run, config.epochs, config.device, reporter)
-        return "resumed"
-    train(config, run, reporter)  # a run stopped before its first epoch is started over
-    return "trained"
+    return "resumed" if (run / STATE).is_file() else "trained"
 
 
 class Splits:
@@ -200,23 +226,30 @@ def reproduce(
     base: TrainConfig,
     iw_samples: int = 100,
     reporter: Reporter | None = None,
+    parallel: int = 1,
 ) -> dict:
     """Train (or reuse) and evaluate every (model, seed) of `plan`; write results.json and results.md.
 
     `base` gives the settings shared by all runs (epochs, batch size, lr, device, data, train_limit).
+    With `parallel` > 1, up to that many seeds of a model train together as one batched computation.
     """
     if iw_samples < 1:
         raise DVAEError(f"the importance-weighted bound needs at least 1 sample, got {iw_samples}")
+    if parallel < 1:
+        raise DVAEError(f"parallel must be at least 1, got {parallel}")
     out, reporter = Path(out), reporter or Reporter()
     splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device))
     rows = []
     for model, seeds in plan:
+        folders = [out / f"{model.name}-seed{seed}" for seed in seeds]
+        configs = [dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
+                                       **model.train) for seed in seeds]
+        if parallel > 1:
+            statuses = ensure_trained_together(configs, folders, parallel, reporter)
+        else:
+            statuses = [ensure_trained(config, run, reporter) for config, run in zip(configs, folders)]
         runs = []
-        for seed in seeds:
-            run = out / f"{model.name}-seed{seed}"
-            config = dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
-                                         **model.train)
-            status = ensure_trained(config, run, reporter)
+        for seed, run, status in zip(seeds, folders, statuses):
             reporter.log(f"{model.name} seed {seed}: {status} ({run})")
             evaluation = evaluate_run(run, splits, iw_samples)
             runs.append({"seed": seed, "run": str(run), "status": status,

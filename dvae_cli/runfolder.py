@@ -7,6 +7,8 @@
         last.safetensors   the checkpoint of the last completed epoch
         state.safetensors  what --resume needs (weights, optimizer, random state)
 
+    runs/dtp-20261129-093000/seed-1/   `dvae train --seeds 1,2`: one such folder per seed
+
 Owns: the file names, reading and writing config.json and metrics.jsonl, and turning a checkpoint
 argument (file, run folder, `pretrained:NAME`, nothing) into a file. Must not: train, or read the
 safetensors files themselves (checkpoint.py does); it imports no torch.
@@ -32,6 +34,19 @@ ENV_CKPT = "DVAE_CKPT"
 def epoch_checkpoint(epoch: int) -> str:
     """The file name of the checkpoint `dvae train --save-every` keeps after epoch `epoch`."""
     return f"epoch-{epoch:04d}.safetensors"
+
+
+def seed_folder(group: str | os.PathLike, seed: int) -> Path:
+    """The run folder of seed `seed` among several runs trained together into `group`."""
+    return Path(group) / f"seed-{seed}"
+
+
+def group_runs(group: str | os.PathLike) -> list[Path]:
+    """The run folders in `group` (folders holding a config.json), in name order; [] for none."""
+    group = Path(group)
+    if not group.is_dir() or (group / CONFIG).is_file():
+        return []
+    return sorted((d for d in group.iterdir() if (d / CONFIG).is_file()), key=lambda d: (len(d.name), d.name))
 
 
 def default_out(method: str) -> Path:
@@ -120,10 +135,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def default_checkpoint(runs: str | os.PathLike = RUNS) -> Path:
     """The checkpoint to use when none is given: $DVAE_CKPT, else the best checkpoint of the run
-    under `runs` that wrote a checkpoint last, else the shipped `pretrained:best`."""
+    under `runs` (or one level further, seed-N of several trained together) that wrote a checkpoint last, else the shipped `pretrained:best`."""
     if os.environ.get(ENV_CKPT):
         return resolve_checkpoint(os.environ[ENV_CKPT])
-    found = [f for d in Path(runs).glob("*") for f in (d / BEST, d / LAST) if f.is_file()]
+    folders = [*Path(runs).glob("*"), *Path(runs).glob("*/seed-*")]  # runs, and runs trained together
+    found = [f for d in folders for f in (d / BEST, d / LAST) if f.is_file()]
     if not found:
         return resolve_checkpoint("pretrained:best")
     return resolve_checkpoint(max(found, key=lambda f: f.stat().st_mtime).parent)

@@ -61,6 +61,12 @@ class TrainConfig:
         return cls(**{**d, "model": ModelConfig(**d["model"])})
 
 
+def load_data(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's training images (the first train_limit) and the validation images, on `device`."""
+    return (load_split("train", config.data_dir, config.train_limit, device),
+            load_split("valid", config.data_dir, device=device))
+
+
 def environment(device: torch.device) -> dict:
     """Versions and machine facts recorded with every run."""
     return {
@@ -85,7 +91,7 @@ def _format_epoch(m: dict, epochs: int) -> str:
     )
 
 
-class _Loss(torch.nn.Module):
+class MethodLoss(torch.nn.Module):
     """A method's loss as a module, so that DistributedDataParallel sees the whole forward pass."""
 
     def __init__(self, model: DiscreteVAE, method: Method):
@@ -108,7 +114,8 @@ class Run:
     each global batch through DistributedDataParallel, and only rank 0 evaluates, writes and reports.
     """
 
-    def __init__(self, config: TrainConfig, out: Path, reporter: Reporter):
+    def __init__(self, config: TrainConfig, out: Path, reporter: Reporter,
+                 data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.config, self.out = config, out
         self.reporter = reporter if distributed.is_main() else Reporter()
         self.device = distributed.local_device(resolve_device(config.device))
@@ -116,13 +123,12 @@ class Run:
         config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
         if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0 or config.save_every < 0:
             raise DVAEError("batch size and learning rate must be positive, epochs and --save-every not negative")
-        self.train_data = load_split("train", config.data_dir, config.train_limit, self.device)
-        self.valid_data = load_split("valid", config.data_dir, device=self.device)
+        self.train_data, self.valid_data = data or load_data(config, self.device)
         torch.manual_seed(config.seed)  # the initial weights do not depend on the device
         self.model = DiscreteVAE(config.model).to(self.device)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
-        self.loss = distributed.data_parallel(_Loss(self.model, self.method), self.device)
+        self.loss = distributed.data_parallel(MethodLoss(self.model, self.method), self.device)
         if config.compile:
             self.loss = torch.compile(self.loss, mode="reduce-overhead" if self.device.type == "cuda" else None)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -192,16 +198,20 @@ class Run:
             schedule = self.method.schedule(self.epoch)
             self.reporter.task("batches", f"epoch {self.epoch + 1}", batches)
             train = self.train_epoch(schedule)
-            if not all(map(math.isfinite, train.values())):
-                kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out}" if self.epoch
-                        else "no epoch completed, so there is nothing to keep or resume")
-                raise DVAEError(f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
-                                f"({train}); {kept}")
+            self.check_finite(train)
             self.epoch += 1
             if distributed.is_main():  # the others go on and wait for it in the next all-reduce
                 self.end_epoch(train, schedule, t0)
         distributed.barrier()  # every process returns once the run folder is complete
         return self.metrics
+
+    def check_finite(self, train: dict[str, float]) -> None:
+        """Stop with a clear error when the epoch's training averages are not finite."""
+        if not all(map(math.isfinite, train.values())):
+            kept = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out}" if self.epoch
+                    else "no epoch completed, so there is nothing to keep or resume")
+            raise DVAEError(f"training diverged in epoch {self.epoch + 1}: the loss is not finite "
+                            f"({train}); {kept}")
 
     def end_epoch(self, train: dict[str, float], schedule: dict[str, float], t0: float) -> None:
         """Validate, write the epoch's files and report it (rank 0 alone)."""
@@ -220,7 +230,7 @@ class Run:
 
 
 @contextlib.contextmanager
-def _writing(out: Path, reporter: Reporter) -> Iterator[None]:
+def writing(out: Path, reporter: Reporter) -> Iterator[None]:
     """Hold the run folder's lock (runlock.py) for the block: rank 0 alone, the one process that
     writes (the others start only once it holds the lock, in the process group's rendezvous)."""
     if not distributed.is_main():
@@ -231,13 +241,13 @@ def _writing(out: Path, reporter: Reporter) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _starting(out: Path, reporter: Reporter) -> Iterator[None]:
+def starting(out: Path, reporter: Reporter) -> Iterator[None]:
     """A new run in `out` under the lock. Files of an earlier run that never completed an epoch are
     replaced; a run stopped (or failed) before its first epoch removes what it wrote, and the folder
     too when it made it, so no folder is left that neither a new run nor --resume would take."""
     created = not out.exists()
     try:
-        with _writing(out, reporter):
+        with writing(out, reporter):
             if has_epoch(out):
                 raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
             if distributed.is_main() and clear_unfinished(out):
@@ -261,7 +271,7 @@ def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter
     reporter = reporter or Reporter()
     make_method(config.method, config.hparams)  # settings and device checked before the folder is touched
     device = resolve_device(config.device)
-    with _starting(out, reporter), distributed.process_group(device):
+    with starting(out, reporter), distributed.process_group(device):
         run = Run(config, out, reporter)
         if distributed.is_main():
             write_config(out, {"train": config.to_dict(), "environment": environment(run.device)})
@@ -280,11 +290,26 @@ def resume(
     out = Path(out)
     reporter = reporter or Reporter()
     read_config(out)  # a run folder (so that the lock makes none)
-    with _writing(out, reporter):
+    with writing(out, reporter):
         return _resume(out, epochs, device, reporter, data_dir)
 
 
 def _resume(out: Path, epochs: int | None, device: str | None, reporter: Reporter, data_dir: str | None) -> Path:
+    config, saved = resume_config(out, epochs, device, data_dir)
+    with distributed.process_group(resolve_device(config.device)):
+        run = Run(config, out, reporter)
+        run.restore()  # every process reads the folder: under torchrun, on a file system they share
+        if epochs is not None and distributed.is_main():
+            saved["train"]["epochs"] = epochs
+            write_config(out, saved)
+        run.fit()
+    return out
+
+
+def resume_config(out: Path, epochs: int | None, device: str | None,
+                  data_dir: str | None) -> tuple[TrainConfig, dict]:
+    """The TrainConfig that continues the run in `out` (with the changes allowed on resuming) and
+    its whole config.json; a clear error when the folder cannot be resumed."""
     saved = read_config(out)
     if not has_epoch(out):
         raise DVAEError(f"{out}: no complete epoch to resume from (no {STATE}); start a new run instead")
@@ -303,11 +328,4 @@ def _resume(out: Path, epochs: int | None, device: str | None, reporter: Reporte
     recorded = torch.device(saved["environment"]["device"]).type
     if resolve_device(config.device).type != recorded:
         raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")
-    with distributed.process_group(resolve_device(config.device)):
-        run = Run(config, out, reporter)
-        run.restore()  # every process reads the folder: under torchrun, on a file system they share
-        if epochs is not None and distributed.is_main():
-            saved["train"]["epochs"] = epochs
-            write_config(out, saved)
-        run.fit()
-    return out
+    return config, saved

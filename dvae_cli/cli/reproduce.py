@@ -31,6 +31,8 @@ def reproduce(
     all_models: bool = typer.Option(False, "--all", help="Also every other method and DTP variant."),
     output: Path = output_option("Folder of the run folders and results files (default runs/reproduce).",
                                  required=False),
+    parallel: int = typer.Option(1, min=1, help="Train up to this many seeds of a model together, in one "
+                                 "process as one batched computation (dvae train --seeds)."),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
@@ -59,7 +61,7 @@ def reproduce(
         base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir))
         reporter = for_terminal(quiet)
         try:
-            results = run_all(plan, output, base, iw, reporter)
+            results = run_all(plan, output, base, iw, reporter, parallel)
         finally:
             reporter.close()
     if json_out:

@@ -111,6 +111,8 @@ def train(
     batch_size: int = typer.Option(100, min=1, help="Batch size (the thesis: 100)."),
     lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
     seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
+    seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2: one run each, trained together "
+                                        "in one process as one batched computation, into OUT/seed-N."),
     train_limit: Optional[int] = typer.Option(None, min=1, help="Train on the first N training images only."),
     latent_vars: int = typer.Option(30, min=1, help="D: number of categorical variables."),
     classes: int = typer.Option(10, min=2, help="K: classes per variable."),
@@ -121,7 +123,8 @@ def train(
                                  "CUDA graphs); the first epoch waits for the compiler."),
     save_every: int = typer.Option(0, min=0, help="Also keep epoch-XXXX.safetensors every N epochs (0 = only "
                                    "best and last), e.g. for dvae gradients over training."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last complete epoch "
+                                          "(or the runs of a --seeds folder, together)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = QUIET,
     hparams: dict = None,
@@ -131,11 +134,15 @@ def train(
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
     Ctrl-C, SIGTERM or SIGHUP keeps the last complete epoch (exit 130, 143, 129); continue with
     --resume DIR. One run at a time writes a folder (a lock file, .lock, names its process).
+    With --seeds, each seed's run folder is OUT/seed-N, as a single run's; their paths (or --json)
+    go to stdout, one a line.
     """
     from ..distributed import is_main
     from ..model import ModelConfig
     from ..progress import for_terminal
-    from ..runfolder import default_out, has_epoch, read_metrics
+    from ..multirun import resume_group, train_seeds
+    from ..reproduce import parse_seeds
+    from ..runfolder import default_out, group_runs, has_epoch, read_metrics
     from ..train import TrainConfig, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
@@ -146,9 +153,10 @@ def train(
                 if hparams or given - {"resume", "epochs", "device", "json_out", "quiet", "data_dir"}:
                     raise DVAEError("--resume continues a run with its recorded settings; "
                                     "only --epochs, --device and --data-dir may be given with it")
-                run_dir = resume_run(resume, epochs if "epochs" in given else None,
-                                     device if "device" in given else None, reporter,
-                                     data_dir_arg(data_dir) if "data_dir" in given else None)
+                resume_runs = resume_group if group_runs(resume) else resume_run
+                run_dirs = resume_runs(resume, epochs if "epochs" in given else None,
+                                       device if "device" in given else None, reporter,
+                                       data_dir_arg(data_dir) if "data_dir" in given else None)
             else:
                 check_method_settings(method.value, hparams)
                 config = TrainConfig(
@@ -158,11 +166,16 @@ def train(
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
                 )
                 output = output or default_out(config.method)
-                run_dir = train_run(config, output, reporter)
+                if seeds is not None:
+                    if ctx.get_parameter_source("seed").name == "COMMANDLINE":
+                        raise DVAEError("give --seed for one run or --seeds for several, not both")
+                    run_dirs = train_seeds(config, parse_seeds(seeds), output, reporter)
+                else:
+                    run_dirs = train_run(config, output, reporter)
         except (KeyboardInterrupt, Interrupted) as e:
             reporter.close()
             folder = resume or output
-            if folder is not None and has_epoch(folder):
+            if folder is not None and any(has_epoch(run) for run in group_runs(folder) or [folder]):
                 stderr.print(f"[yellow]interrupted[/] ({signal_name(e)}): the last complete epoch is kept; "
                              f"continue with: dvae train --resume {folder}", soft_wrap=True, highlight=False)
             else:
@@ -174,10 +187,11 @@ def train(
             reporter.close()
     if not is_main():  # under torchrun, rank 0 alone reports
         return
-    metrics = read_metrics(run_dir)
-    if json_out:
-        best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
-        print(json.dumps({"run": str(run_dir), "epochs": len(metrics), "best": best,
-                          "last": metrics[-1] if metrics else None}))
-    else:
-        print(run_dir)
+    for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
+        metrics = read_metrics(run_dir)
+        if json_out:  # one JSON object a line, one line a run
+            best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
+            print(json.dumps({"run": str(run_dir), "epochs": len(metrics), "best": best,
+                              "last": metrics[-1] if metrics else None}))
+        else:
+            print(run_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import DVAEError
-from .base import Method, Noise, Step
+from .base import Method, Noise, PresetNoise, Step
 from .dtp import DTP
 from .gumbel import Gumbel
 from .reinmax import ReinMax
@@ -52,4 +52,4 @@ def make_method(name: str, hparams: dict | None = None) -> Method:
     return cls(config)
 
 
-__all__ = ["METHODS", "Method", "Noise", "Step", "UnknownSettings", "get_method", "make_method"]
+__all__ = ["METHODS", "Method", "Noise", "PresetNoise", "Step", "UnknownSettings", "get_method", "make_method"]

@@ -29,9 +29,11 @@ class Noise:
         self.generator = generator
         self.global_batch = global_batch
         self.rows = rows
+        self.shapes: list[tuple[int, ...]] = []  # every draw's per-example shape, in order
 
     def uniform(self, *shape: int) -> Tensor:
         """U[0,1) of shape (batch, *shape)."""
+        self.shapes.append(shape)
         full = torch.rand(
             (self.global_batch, *shape), generator=self.generator, device=self.generator.device
         )
@@ -40,6 +42,20 @@ class Noise:
     def gumbel(self, *shape: int) -> Tensor:
         """Standard Gumbel noise of shape (batch, *shape)."""
         return gumbel_noise(self.uniform(*shape))
+
+
+class PresetNoise(Noise):
+    """Noise drawn beforehand, handed out in the order a method asks for it: what several runs
+    trained as one batched computation (multirun.py) use, each run's draws made by its own
+    generator exactly as Noise makes them, outside the vectorized loss."""
+
+    def __init__(self, draws: list[Tensor], global_batch: int):
+        self.draws, self.global_batch, self.rows = list(draws), global_batch, slice(None)
+
+    def uniform(self, *shape: int) -> Tensor:
+        if not self.draws or self.draws[0].shape[1:] != shape:
+            raise RuntimeError(f"a method drew noise of shape {shape} that was not drawn beforehand")
+        return self.draws.pop(0)
 
 
 class Step(NamedTuple):

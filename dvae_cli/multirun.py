@@ -1,0 +1,245 @@
+"""Several runs of one configuration, differing only in their seeds, trained in one process as one
+batched computation: their weights stacked along a leading dimension, the method's loss vectorized
+over it (torch.func.vmap of a functional call, so the matrix products become batched products), and
+one Adam over the stacked weights (Adam is element-wise, so it is each run's own Adam).
+
+Each run keeps its own generator and draws its permutations and noise from it exactly as a run
+trained alone does (outside the vectorized loss, handed in as PresetNoise), and writes its own run
+folder through train.Run, identical in format to a single run's: its numbers equal those of
+training it alone up to float rounding, and each folder can be resumed alone or with the others.
+
+Owns: stacking runs and unstacking them, the batched epoch, `train_seeds` and `resume_group`.
+Must not: know any one method, or write a file other than through train.Run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.func import functional_call, vmap
+
+from . import distributed
+from .errors import DVAEError
+from .distributed import resolve_device
+from .interrupts import deferred_interrupt
+from .methods import Noise, PresetNoise, Step, make_method
+from .progress import Prefixed, Reporter
+from .runfolder import default_out, group_runs, seed_folder, write_config
+from .train import Run, TrainConfig, MethodLoss, environment, load_data, resume_config, starting, writing
+
+
+class RunGroup:
+    """Runs (train.Run, built and possibly restored, all at the same epoch) trained as one."""
+
+    def __init__(self, runs: list[Run], reporter: Reporter):
+        first = runs[0]
+        if any(run.epoch != first.epoch for run in runs):
+            raise DVAEError("runs trained together must be at the same epoch")
+        self.runs, self.reporter, self.device = runs, reporter, first.device
+        self.names = [name for name, _ in first.model.named_parameters()]
+        self.weights = {name: torch.zeros(len(runs), *_stored(p).shape, device=self.device, requires_grad=True)
+                        for name, p in first.model.named_parameters()}
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.weights.values(), lr=first.config.lr, fused=fused)
+        self.template = MethodLoss(copy.deepcopy(first.model).to("meta"), first.method)  # the network, without weights
+        self.loss = vmap(self._loss, in_dims=(0, 0, 0, None))
+        self.noise_shapes = self._noise_shapes()
+        self.stack()
+
+    def _loss(self, weights: dict, x: torch.Tensor, draws: list[torch.Tensor], schedule: dict) -> Step:
+        """One run's loss on its batch x with its noise: what vmap vectorizes over the runs."""
+        weights = {f"model.{name}": _stored(w) for name, w in weights.items()}
+        return functional_call(self.template, weights, (x, PresetNoise(draws, len(x)), schedule))
+
+    def _noise_shapes(self) -> list[tuple[int, ...]]:
+        """What the method draws for a batch, in order (found by one step on two images, no update)."""
+        run = self.runs[0]
+        probe = Noise(torch.Generator(device=self.device), 2)
+        with torch.no_grad():
+            run.loss(run.train_data[:2], probe, run.method.schedule(run.epoch))
+        return probe.shapes
+
+    def stack(self) -> None:
+        """Take every run's weights and Adam state into the stacked ones."""
+        with torch.no_grad():
+            for name, stacked in self.weights.items():
+                stacked.copy_(torch.stack([_stored(dict(run.model.named_parameters())[name]) for run in self.runs]))
+        states = [run.optimizer.state_dict() for run in self.runs]
+        if not states[0]["state"]:  # before the first step
+            return
+        merged = {}
+        for index, state in states[0]["state"].items():
+            merged[index] = {key: value if key == "step" else torch.stack([_stored(s["state"][index][key]) for s in states])
+                             for key, value in state.items()}
+        self.optimizer.load_state_dict({"state": merged, "param_groups": states[0]["param_groups"]})
+
+    def unstack(self) -> None:
+        """Give every run its slice of the stacked weights and Adam state (before it saves an epoch)."""
+        state = self.optimizer.state_dict()
+        for i, run in enumerate(self.runs):
+            with torch.no_grad():
+                for name, p in run.model.named_parameters():
+                    p.copy_(_stored(self.weights[name][i]))
+            run.optimizer.load_state_dict({
+                "state": {index: {key: (value if key == "step" else _stored(value[i])).clone(
+                    memory_format=torch.contiguous_format) for key, value in s.items()}
+                          for index, s in state["state"].items()},
+                "param_groups": state["param_groups"]})
+
+    def train_epoch(self, schedule: dict[str, float]) -> list[dict[str, float]]:
+        """One pass of every run over its own shuffle of the training set; each run's averages."""
+        first = self.runs[0]
+        cfg, data = first.config, first.train_data
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
+        orders = torch.stack([torch.randperm(len(data), generator=run.generator, device=self.device)
+                              for run in self.runs])
+        sums = torch.zeros(len(self.runs), 2, device=self.device)
+        for run in self.runs:
+            run.model.train()
+        for start in range(0, len(data), cfg.batch_size):
+            batch = orders[:, start : start + cfg.batch_size]
+            draws = [torch.stack([torch.rand((batch.shape[1], *shape), generator=run.generator, device=self.device)
+                                  for run in self.runs]) for shape in self.noise_shapes]
+            step = self.loss(self.weights, data[batch], draws, schedule)
+            self.optimizer.zero_grad(set_to_none=True)
+            step.loss.sum().backward()  # the runs' losses are independent: each weight gets its own run's gradient
+            self.optimizer.step()
+            sums += torch.stack([step.log_lik.sum(dim=1), step.kl.sum(dim=1)], dim=1)
+            self.reporter.advance("batches")
+        return [{"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
+                for log_lik, kl in (sums / len(data)).tolist()]  # the one sync of the epoch
+
+    def fit(self) -> None:
+        """Train every run up to its config.epochs, each checkpointing after every epoch."""
+        first = self.runs[0]
+        cfg = first.config
+        self.reporter.task("epochs", f"{cfg.method} epochs, {len(self.runs)} runs", cfg.epochs)
+        self.reporter.advance("epochs", first.epoch)
+        while first.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            schedule = first.method.schedule(first.epoch)
+            self.reporter.task("batches", f"epoch {first.epoch + 1}", math.ceil(len(first.train_data) / cfg.batch_size))
+            trains = self.train_epoch(schedule)
+            for run, train in zip(self.runs, trains):
+                run.check_finite(train)
+            self.unstack()
+            with deferred_interrupt():  # every run completes the epoch, or none does
+                for run, train in zip(self.runs, trains):
+                    run.epoch += 1
+                    run.end_epoch(train, schedule, t0)
+            self.reporter.advance("epochs")
+
+
+def _stored(weight: torch.Tensor) -> torch.Tensor:
+    """A run's weight in the stacked layout, or back: matrices transposed, so that the batched
+    product x W^T reads them in place and their gradients come out contiguous (as W^T's gradient
+    does); anything else as it is."""
+    return weight.transpose(-1, -2) if weight.dim() == 2 else weight
+
+
+def _check_group(configs: list[TrainConfig]) -> None:
+    """Runs trained together must differ in their seeds alone, on one process, without --compile."""
+    if distributed.launched():
+        raise DVAEError("several seeds train in one process; under torchrun train one seed per job")
+    seeds = [c.seed for c in configs]
+    if len(set(seeds)) != len(seeds):
+        raise DVAEError(f"the seeds of runs trained together must differ, got {seeds}")
+    shared = [dataclasses.replace(c, seed=0).to_dict() for c in configs]
+    if any(s != shared[0] for s in shared):
+        raise DVAEError("runs trained together must share every setting but the seed")
+    if configs[0].compile:
+        raise DVAEError("--compile is for one run; several seeds train together without it")
+
+
+def _runs(configs: list[TrainConfig], outs: list[Path], reporter: Reporter) -> list[Run]:
+    """A Run for each (config, folder), all on the same images loaded once, each logging as 'seed N: '."""
+    data = load_data(configs[0], resolve_device(configs[0].device))
+    return [Run(config, out, Prefixed(reporter, f"seed {config.seed}: "), data) for config, out in zip(configs, outs)]
+
+
+@contextlib.contextmanager
+def _group_folder(group: Path):
+    """Remove `group` when the block fails and leaves it empty, if the block made it."""
+    created = not group.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        raise
+
+
+def train_seeds(config: TrainConfig, seeds: list[int], out: str | Path | None = None,
+                reporter: Reporter | None = None) -> list[Path]:
+    """Train one run per seed of `config` together into out/seed-N (default out:
+    runs/<method>-<timestamp>); returns the run folders."""
+    group = Path(out) if out is not None else default_out(config.method)
+    if not seeds:
+        raise DVAEError("give at least one seed")
+    configs = [dataclasses.replace(config, seed=seed, hparams=dict(config.hparams)) for seed in seeds]
+    outs = [seed_folder(group, seed) for seed in seeds]
+    with _group_folder(group):
+        return train_together(configs, outs, reporter)
+
+
+def train_together(configs: list[TrainConfig], outs: list[Path], reporter: Reporter | None = None) -> list[Path]:
+    """Train new runs (configs differing in their seeds alone) into `outs`, together."""
+    reporter = reporter or Reporter()
+    make_method(configs[0].method, configs[0].hparams)  # settings checked before any folder is touched
+    resolve_device(configs[0].device)
+    _check_group(configs)
+    seeds = [c.seed for c in configs]
+    with contextlib.ExitStack() as folders:
+        for run_out in outs:
+            folders.enter_context(starting(run_out, reporter))
+        runs = _runs(configs, outs, reporter)
+        for run in runs:
+            write_config(run.out, {"train": run.config.to_dict(),
+                                   "environment": {**environment(run.device), "trained_with_seeds": seeds}})
+        RunGroup(runs, reporter).fit()
+    return outs
+
+
+def resume_group(group: str | Path, epochs: int | None = None, device: str | None = None,
+                 reporter: Reporter | None = None, data_dir: str | None = None) -> list[Path]:
+    """Continue the runs in `group` (trained together by `train_seeds`), together again."""
+    outs = group_runs(group)
+    if not outs:
+        raise DVAEError(f"{group}: neither a run folder nor a folder of runs (no config.json in it or its subfolders)")
+    return resume_together(outs, epochs, device, reporter, data_dir)
+
+
+def resume_together(outs: list[Path], epochs: int | None = None, device: str | None = None,
+                    reporter: Reporter | None = None, data_dir: str | None = None) -> list[Path]:
+    """Continue the runs in `outs` from their last complete epoch, together. A run behind the others
+    (stopped between their saves) first catches up alone."""
+    reporter = reporter or Reporter()
+    with contextlib.ExitStack() as folders:
+        for run_out in outs:
+            folders.enter_context(writing(run_out, reporter))
+        resumed = [resume_config(run_out, epochs, device, data_dir) for run_out in outs]
+        configs = [config for config, _ in resumed]
+        _check_group(configs)
+        runs = _runs(configs, outs, reporter)
+        for run, (_, saved) in zip(runs, resumed):
+            run.restore()
+            if epochs is not None:
+                saved["train"]["epochs"] = epochs
+                write_config(run.out, saved)
+        level = max(run.epoch for run in runs)
+        for run in runs:
+            if run.epoch < level:
+                reporter.log(f"seed {run.config.seed}: catching up alone to epoch {level}")
+                run.config.epochs, final = level, run.config.epochs
+                run.fit()
+                run.config.epochs = final
+        RunGroup(runs, reporter).fit()
+    return outs
