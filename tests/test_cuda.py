@@ -1,4 +1,5 @@
-"""The CUDA path: host synchronisations per epoch, --compile against eager, the gathered decode.
+"""The CUDA path: host synchronisations per epoch, --compile against eager, the gathered decode,
+several runs trained together.
 Skipped without a CUDA device; bench/gpu.sh runs them on a GPU machine (pytest -m cuda)."""
 
 import warnings
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dvae_cli.model import DiscreteVAE
-from test_host_syncs import _run
+from test_host_syncs import _group, _run
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bench/gpu.sh)")]
@@ -30,6 +31,29 @@ def test_an_epoch_synchronises_a_fixed_number_of_times(mnist_dir, method, compil
                 torch.cuda.set_sync_debug_mode("default")
         syncs.append(len([w for w in caught if "synchroniz" in str(w.message)]))
     assert syncs[0] == syncs[1], syncs
+
+
+def test_runs_trained_together_synchronise_a_fixed_number_of_times_and_equal_runs_alone(mnist_dir):
+    syncs = []
+    for images in (200, 600):
+        group = _group(mnist_dir, "dtp", images, device="cuda")
+        group.train_epoch(group.runs[0].method.schedule(0))
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                group.train_epoch(group.runs[0].method.schedule(1))
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs.append(len([w for w in caught if "synchroniz" in str(w.message)]))
+    assert syncs[0] == syncs[1], syncs
+    alone = _run(mnist_dir, "dtp", 600, device="cuda", seed=2)
+    for epoch in (0, 1):
+        alone.train_epoch(alone.method.schedule(epoch))
+    group.unstack()
+    for name, weight in alone.model.state_dict().items():  # TF32 and kernel choice differ: loose
+        torch.testing.assert_close(group.runs[2].model.state_dict()[name], weight, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["gumbel"])  # tau changes every epoch
