@@ -49,6 +49,8 @@ class RunGroup:
         self.optimizer = torch.optim.Adam(self.weights.values(), lr=first.config.lr, fused=fused)
         self.template = MethodLoss(copy.deepcopy(first.model).to("meta"), first.method)  # the network, without weights
         self.loss = vmap(self._loss, in_dims=(0, 0, 0, None))
+        if first.config.compile:  # as for one run; it also removes vmap's per-operation cost on the host
+            self.loss = torch.compile(self.loss, mode="reduce-overhead" if self.device.type == "cuda" else None)
         self.noise_shapes = self._noise_shapes()
         self.stack()
 
@@ -61,8 +63,8 @@ class RunGroup:
         """What the method draws for a batch, in order (found by one step on two images, no update)."""
         run = self.runs[0]
         probe = Noise(torch.Generator(device=self.device), 2)
-        with torch.no_grad():
-            run.loss(run.train_data[:2], probe, run.method.schedule(run.epoch))
+        with torch.no_grad():  # the plain loss: a compiled one would compile for this call
+            MethodLoss(run.model, run.method)(run.train_data[:2], probe, run.method.schedule(run.epoch))
         return probe.shapes
 
     def stack(self) -> None:
@@ -98,6 +100,8 @@ class RunGroup:
         cfg, data = first.config, first.train_data
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
+        if cfg.compile:  # tensors, so that the next epoch's tau or beta is an input, not a recompile
+            schedule = {k: torch.tensor(v, device=self.device) for k, v in schedule.items()}
         orders = torch.stack([torch.randperm(len(data), generator=run.generator, device=self.device)
                               for run in self.runs])
         sums = torch.zeros(len(self.runs), 2, device=self.device)
@@ -145,7 +149,7 @@ def _stored(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_group(configs: list[TrainConfig]) -> None:
-    """Runs trained together must differ in their seeds alone, on one process, without --compile."""
+    """Runs trained together must differ in their seeds alone, in one process."""
     if distributed.launched():
         raise DVAEError("several seeds train in one process; under torchrun train one seed per job")
     seeds = [c.seed for c in configs]
@@ -154,8 +158,6 @@ def _check_group(configs: list[TrainConfig]) -> None:
     shared = [dataclasses.replace(c, seed=0).to_dict() for c in configs]
     if any(s != shared[0] for s in shared):
         raise DVAEError("runs trained together must share every setting but the seed")
-    if configs[0].compile:
-        raise DVAEError("--compile is for one run; several seeds train together without it")
 
 
 def _runs(configs: list[TrainConfig], outs: list[Path], reporter: Reporter) -> list[Run]:

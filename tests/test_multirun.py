@@ -21,7 +21,7 @@ from dvae_cli.errors import DVAEError
 from dvae_cli.methods import PresetNoise
 from dvae_cli.methods.gumbel import Gumbel
 from dvae_cli.progress import Plain
-from dvae_cli.multirun import resume_group, train_seeds
+from dvae_cli.multirun import resume_group, train_seeds, train_together
 from dvae_cli.runfolder import default_checkpoint, group_runs
 
 runner = CliRunner()
@@ -98,11 +98,11 @@ def test_resumed_together_equals_uninterrupted_and_a_run_behind_catches_up(tmp_p
 def test_refusals(tmp_path, mnist_dir):
     with pytest.raises(DVAEError, match="must differ"):
         train_seeds(_config(mnist_dir), [1, 1], tmp_path / "a")
-    with pytest.raises(DVAEError, match="compile"):
-        train_seeds(_config(mnist_dir, compile=True), [0, 1], tmp_path / "b")
+    with pytest.raises(DVAEError, match="share every setting"):
+        train_together([_config(mnist_dir), _config(mnist_dir, seed=1, lr=1e-3)], [tmp_path / "b", tmp_path / "c"])
     with pytest.raises(DVAEError, match="neither a run folder nor a folder of runs"):
         resume_group(tmp_path)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing left behind
+    assert not [*tmp_path.iterdir()]  # nothing left behind
     train_seeds(_config(mnist_dir, epochs=1), [0], tmp_path / "c")
     with pytest.raises(DVAEError, match="already holds a run"):
         train_seeds(_config(mnist_dir, epochs=1), [0], tmp_path / "c")
@@ -136,7 +136,7 @@ def test_cli_seeds_json_lines_and_errors(tmp_path, mnist_dir):
                                  "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0 and result.stdout.split() == [line["run"] for line in lines]
     for args, message in ((["--seeds", "0,x"], "comma-separated"), (["--seeds", "0,1", "--seed", "2"], "not both"),
-                          (["--seeds", "0,1", "--compile"], "compile")):
+                          (["--seeds", "0,1", "--method", "dtp", "--tau0", "2"], "do(es) not apply")):
         result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "bad"), *common])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
         assert not (tmp_path / "bad").exists()
