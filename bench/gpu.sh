@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 13 in one go, on a machine with a CUDA device; the steps' limits add up to
-# 540 s, so that it fits one 10-minute command:
+# 550 s, so that it fits one 10-minute command:
 #   1. the tests marked cuda (host synchronisations per epoch, --compile against eager, the gathered decode);
 #   2. bench/epoch_time.py on cuda, eager and compiled (seconds per epoch against the FLOP bound);
 #   3. a full 50-epoch `dvae train --method dtp --device cuda`, timed end to end, eager and --compile;
 #   4. several runs as one batched computation: bench/multirun.py (3 seeds together against 1 alone,
-#      per epoch) and `dvae train --seeds 0,1,2 --device cuda` for 5 epochs, timed end to end;
+#      per epoch, eager) and `dvae train --seeds 0,1,2 --device cuda --compile` (CUDA graphs) for 5 epochs,
+#      timed end to end and per epoch (its metrics.jsonl);
 #   5. bench/eval_time.py on cuda (`dvae eval --iw 100` on the 10k validation images).
 #
 #   DVAE_DATA_DIR=/path/to/mnist bash bench/gpu.sh          # from the repository root
@@ -38,7 +39,7 @@ nvidia-smi -L || true
 $py -c "import torch, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'python', platform.python_version())"
 git log -1 --format='commit %H %s' 2>/dev/null || true
 
-step 110 "tests marked cuda" $py -m pytest -q -m cuda tests/
+step 100 "tests marked cuda" $py -m pytest -q -m cuda tests/
 step 60 "epoch_time cuda eager" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 --no-textbook
 step 70 "epoch_time cuda --compile" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 \
     --no-textbook --compile
@@ -51,8 +52,9 @@ cp "$work/dtp-compiled/metrics.jsonl" "$out/dtp-compiled-metrics.jsonl" 2>/dev/n
 
 step 60 "multirun cuda: 3 seeds together against 1 alone" $py bench/multirun.py --device cuda --seeds 3 \
     --methods dtp,gumbel --repeats 2
-step 45 "dvae train --method dtp --seeds 0,1,2 --device cuda, 5 epochs" \
-    $py -m dvae_cli train --method dtp --seeds 0,1,2 --epochs 5 --device cuda --out "$work/seeds" -q --json
-step 35 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
+step 70 "dvae train --method dtp --seeds 0,1,2 --device cuda --compile, 5 epochs" \
+    $py -m dvae_cli train --method dtp --seeds 0,1,2 --epochs 5 --device cuda --compile --out "$work/seeds" -q --json
+cp "$work/seeds/seed-0/metrics.jsonl" "$out/seeds-compiled-metrics.jsonl" 2>/dev/null
+step 30 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
 rm -rf "$work"
 } 2>&1 | tee "$out/gpu.log"
