@@ -69,6 +69,25 @@ def test_reproduce_trains_evaluates_then_skips_and_resumes(tmp_path, mnist_dir):
     assert other.exit_code == 1 and "other settings (train_limit)" in other.output
 
 
+def test_reproduce_parallel_trains_seeds_together_then_resumes_them_together(tmp_path, mnist_dir):
+    out = tmp_path / "rep"
+    common = ("--methods", "gumbel-tau0.5", "--seeds", "0,1,2", "--parallel", "2", "--train-limit", "200",
+              "--iw", "1", "--device", "cpu", "--data-dir", mnist_dir, "--out", out, "-q", "--json")
+    result = invoke("reproduce", "--epochs", "1", *common)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["models"][0]["runs"]
+    assert [r["status"] for r in runs] == ["trained"] * 3
+    together = lambda seed: json.loads((out / f"gumbel-tau0.5-seed{seed}" / "config.json").read_text())[
+        "environment"].get("trained_with_seeds")
+    assert [together(s) for s in (0, 1, 2)] == [[0, 1], [0, 1], None]  # seed 2 trained alone: a chunk of one
+    more = invoke("reproduce", "--epochs", "2", *common)
+    assert more.exit_code == 0, more.output
+    assert [r["status"] for r in json.loads(more.stdout)["models"][0]["runs"]] == ["resumed"] * 3
+    assert all(len((out / f"gumbel-tau0.5-seed{s}" / "metrics.jsonl").read_text().splitlines()) == 2
+               for s in (0, 1, 2))
+    assert invoke("reproduce", "--parallel", "0", "--out", tmp_path / "x").exit_code == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (("--methods", "gumbel"), "unknown model(s) 'gumbel'; choose from dtp, gumbel-tau0.5"),
     (("--seeds", "0,x"), "seeds must be comma-separated integers"),
