@@ -127,6 +127,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
+        runs = group_runs(path)
+        if runs:
+            raise DVAEError(f"{path} holds {len(runs)} runs ({', '.join(r.name for r in runs)}); name one, "
+                            f"e.g. {runs[0]}")
         raise DVAEError(f"{path}: run folder without {BEST} or {LAST} (has training finished an epoch?)")
     if not path.exists():
         raise DVAEError(f"{path}: no such checkpoint file or run folder")

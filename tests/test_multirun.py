@@ -135,6 +135,10 @@ def test_cli_seeds_json_lines_and_errors(tmp_path, mnist_dir):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "g"), "--epochs", "2", "-q",
                                  "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0 and result.stdout.split() == [line["run"] for line in lines]
+    result = runner.invoke(app, ["plot", str(tmp_path / "g"), "-o", str(tmp_path / "curves.png"), "-q"])
+    assert result.exit_code == 0 and (tmp_path / "curves.png").stat().st_size > 0  # each of the folder's runs
+    result = runner.invoke(app, ["eval", str(tmp_path / "g"), "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 1 and "holds 2 runs (seed-0, seed-1); name one" in result.output
     for args, message in ((["--seeds", "0,x"], "comma-separated"), (["--seeds", "0,1", "--seed", "2"], "not both"),
                           (["--seeds", "0,1", "--method", "dtp", "--tau0", "2"], "do(es) not apply")):
         result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "bad"), *common])

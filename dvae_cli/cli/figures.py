@@ -272,7 +272,8 @@ def traverse(
 
 @app.command()
 def plot(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders (from dvae train)."),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders (from dvae train); a "
+                                          "folder of runs (dvae train --seeds) stands for each of its runs."),
     output: Path = FIGURE_OPT,
     quiet: bool = QUIET,
 ) -> None:
@@ -281,9 +282,10 @@ def plot(
     Validation -ELBO, reconstruction log p(x|y), KL and the tau/beta schedule per epoch.
     """
     from ..figures import curves_figure
-    from ..runfolder import CONFIG, METRICS, read_run
+    from ..runfolder import CONFIG, METRICS, group_runs, read_run
 
     with user_errors():
+        run_dirs = [run for run_dir in run_dirs for run in group_runs(run_dir) or [run_dir]]
         _checked(output, *(run_dir / name for run_dir in run_dirs for name in (CONFIG, METRICS)))
         names = [run_dir.resolve().name for run_dir in run_dirs]
         runs = []
