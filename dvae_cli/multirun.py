@@ -30,7 +30,7 @@ from .distributed import resolve_device
 from .interrupts import deferred_interrupt
 from .methods import Noise, PresetNoise, Step, make_method
 from .progress import Prefixed, Reporter
-from .runfolder import default_out, group_runs, seed_folder, write_config
+from .runfolder import default_out, group_runs, is_run, seed_folder, write_config
 from .train import Run, TrainConfig, MethodLoss, environment, load_data, resume_config, starting, writing
 
 
@@ -186,6 +186,9 @@ def train_seeds(config: TrainConfig, seeds: list[int], out: str | Path | None = 
     group = Path(out) if out is not None else default_out(config.method)
     if not seeds:
         raise DVAEError("give at least one seed")
+    if is_run(group):
+        raise DVAEError(f"{group} is a run folder; runs trained together go into a folder of their own: "
+                        "choose another --out")
     configs = [dataclasses.replace(config, seed=seed, hparams=dict(config.hparams)) for seed in seeds]
     outs = [seed_folder(group, seed) for seed in seeds]
     with _group_folder(group):

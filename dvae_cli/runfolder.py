@@ -41,12 +41,17 @@ def seed_folder(group: str | os.PathLike, seed: int) -> Path:
     return Path(group) / f"seed-{seed}"
 
 
+def is_run(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a run folder (it holds a config.json)."""
+    return (Path(folder) / CONFIG).is_file()
+
+
 def group_runs(group: str | os.PathLike) -> list[Path]:
-    """The run folders in `group` (folders holding a config.json), in name order; [] for none."""
+    """The run folders in `group` (itself not one), in name order; [] for none."""
     group = Path(group)
-    if not group.is_dir() or (group / CONFIG).is_file():
+    if not group.is_dir() or is_run(group):
         return []
-    return sorted((d for d in group.iterdir() if (d / CONFIG).is_file()), key=lambda d: (len(d.name), d.name))
+    return sorted((d for d in group.iterdir() if is_run(d)), key=lambda d: (len(d.name), d.name))
 
 
 def default_out(method: str) -> Path:

@@ -106,6 +106,8 @@ def test_refusals(tmp_path, mnist_dir):
     train_seeds(_config(mnist_dir, epochs=1), [0], tmp_path / "c")
     with pytest.raises(DVAEError, match="already holds a run"):
         train_seeds(_config(mnist_dir, epochs=1), [0], tmp_path / "c")
+    with pytest.raises(DVAEError, match="is a run folder"):
+        train_seeds(_config(mnist_dir, epochs=1), [1], tmp_path / "c" / "seed-0")
 
 
 def test_divergence_names_the_run_and_keeps_every_last_epoch(tmp_path, mnist_dir, monkeypatch):
