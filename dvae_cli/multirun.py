@@ -137,7 +137,9 @@ class RunGroup:
             with deferred_interrupt():  # every run completes the epoch, or none does
                 for run, train in zip(self.runs, trains):
                     run.epoch += 1
+                    start = time.perf_counter()
                     run.end_epoch(train, schedule, t0)
+                    t0 += time.perf_counter() - start  # a run's seconds: the shared training and its own validation
             self.reporter.advance("epochs")
 
 
