@@ -33,6 +33,8 @@ def reproduce(
                                  required=False),
     parallel: int = typer.Option(1, min=1, help="Train up to this many seeds of a model together, in one "
                                  "process as one batched computation (dvae train --seeds)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile each training step, as dvae train "
+                                 "--compile (on a GPU with --parallel: the fast way to train seeds together)."),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
@@ -58,7 +60,8 @@ def reproduce(
         thesis_seeds = parse_seeds(seeds)
         other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else thesis_seeds
         plan = [(m, thesis_seeds if m in THESIS_MODELS else other_seeds) for m in models]
-        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir))
+        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir),
+                           compile=compile)
         reporter = for_terminal(quiet)
         try:
             results = run_all(plan, output, base, iw, reporter, parallel)

@@ -112,7 +112,8 @@ def train(
     lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
     seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
     seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2: one run each, trained together "
-                                        "in one process as one batched computation, into OUT/seed-N."),
+                                        "in one process as one batched computation, into OUT/seed-N "
+                                        "(on a GPU, add --compile: docs/SPEED.md)."),
     train_limit: Optional[int] = typer.Option(None, min=1, help="Train on the first N training images only."),
     latent_vars: int = typer.Option(30, min=1, help="D: number of categorical variables."),
     classes: int = typer.Option(10, min=2, help="K: classes per variable."),
