@@ -42,7 +42,6 @@ class RunGroup:
         if any(run.epoch != first.epoch for run in runs):
             raise DVAEError("runs trained together must be at the same epoch")
         self.runs, self.reporter, self.device = runs, reporter, first.device
-        self.names = [name for name, _ in first.model.named_parameters()]
         self.weights = {name: torch.zeros(len(runs), *_stored(p).shape, device=self.device, requires_grad=True)
                         for name, p in first.model.named_parameters()}
         fused = self.device.type in ("cpu", "cuda")
