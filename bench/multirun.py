@@ -17,6 +17,7 @@ microseconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import tempfile
@@ -70,7 +71,7 @@ def main() -> None:
                            compile=args.compile, **tiny)
         data = load_data(base, device)
         def run(seed: int) -> Run:
-            return Run(TrainConfig(**{**base.__dict__, "seed": seed}), Path(tempfile.mkdtemp()), Reporter(), data)
+            return Run(dataclasses.replace(base, seed=seed), Path(tempfile.mkdtemp()), Reporter(), data)
 
         alone = run(0)
         schedule = alone.method.schedule(0)

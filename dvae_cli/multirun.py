@@ -31,7 +31,8 @@ from .interrupts import deferred_interrupt
 from .methods import Noise, PresetNoise, Step, make_method
 from .progress import Prefixed, Reporter
 from .runfolder import default_out, group_runs, is_run, seed_folder, write_config
-from .train import Run, TrainConfig, MethodLoss, environment, load_data, resume_config, starting, writing
+from .train import (MethodLoss, Run, TrainConfig, environment, load_data, resume_config, start_epoch, starting,
+                    writing)
 
 
 class RunGroup:
@@ -68,9 +69,10 @@ class RunGroup:
 
     def stack(self) -> None:
         """Take every run's weights and Adam state into the stacked ones."""
+        params = [dict(run.model.named_parameters()) for run in self.runs]
         with torch.no_grad():
             for name, stacked in self.weights.items():
-                stacked.copy_(torch.stack([_stored(dict(run.model.named_parameters())[name]) for run in self.runs]))
+                stacked.copy_(torch.stack([_stored(p[name]) for p in params]))
         states = [run.optimizer.state_dict() for run in self.runs]
         if not states[0]["state"]:  # before the first step
             return
@@ -97,10 +99,7 @@ class RunGroup:
         """One pass of every run over its own shuffle of the training set; each run's averages."""
         first = self.runs[0]
         cfg, data = first.config, first.train_data
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
-        if cfg.compile:  # tensors, so that the next epoch's tau or beta is an input, not a recompile
-            schedule = {k: torch.tensor(v, device=self.device) for k, v in schedule.items()}
+        schedule = start_epoch(self.optimizer, cfg, schedule, self.device)
         orders = torch.stack([torch.randperm(len(data), generator=run.generator, device=self.device)
                               for run in self.runs])
         sums = torch.zeros(len(self.runs), 2, device=self.device)

@@ -144,7 +144,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def default_checkpoint(runs: str | os.PathLike = RUNS) -> Path:
     """The checkpoint to use when none is given: $DVAE_CKPT, else the best checkpoint of the run
-    under `runs` (or one level further, seed-N of several trained together) that wrote a checkpoint last, else the shipped `pretrained:best`."""
+    under `runs` (or one level further, seed-N of several trained together) that wrote a
+    checkpoint last, else the shipped `pretrained:best`."""
     if os.environ.get(ENV_CKPT):
         return resolve_checkpoint(os.environ[ENV_CKPT])
     folders = [*Path(runs).glob("*"), *Path(runs).glob("*/seed-*")]  # runs, and runs trained together

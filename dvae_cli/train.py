@@ -91,6 +91,17 @@ def _format_epoch(m: dict, epochs: int) -> str:
     )
 
 
+def start_epoch(optimizer: torch.optim.Optimizer, config: TrainConfig, schedule: dict[str, float],
+                device: torch.device) -> dict:
+    """Set the epoch's learning rate; returns the schedule as the loss takes it (tensors when
+    compiled, so that the next epoch's tau or beta is an input, not a recompile)."""
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * schedule.get("lr_scale", 1.0)
+    if config.compile:
+        return {k: torch.tensor(v, device=device) for k, v in schedule.items()}
+    return schedule
+
+
 class MethodLoss(torch.nn.Module):
     """A method's loss as a module, so that DistributedDataParallel sees the whole forward pass."""
 
@@ -152,10 +163,7 @@ class Run:
         gradients DDP averages equal those of the whole batch's mean loss, even for uneven slices.
         """
         cfg, data, world = self.config, self.train_data, distributed.world_size()
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule.get("lr_scale", 1.0)
-        if cfg.compile:  # tensors, so that the next epoch's tau or beta is an input, not a recompile
-            schedule = {k: torch.tensor(v, device=self.device) for k, v in schedule.items()}
+        schedule = start_epoch(self.optimizer, cfg, schedule, self.device)
         order = torch.randperm(len(data), generator=self.generator, device=self.device)
         sums = torch.zeros(2, device=self.device)
         self.model.train()

@@ -154,10 +154,12 @@ def train(
                 if hparams or given - {"resume", "epochs", "device", "json_out", "quiet", "data_dir"}:
                     raise DVAEError("--resume continues a run with its recorded settings; "
                                     "only --epochs, --device and --data-dir may be given with it")
-                resume_runs = resume_group if group_runs(resume) else resume_run
-                run_dirs = resume_runs(resume, epochs if "epochs" in given else None,
-                                       device if "device" in given else None, reporter,
-                                       data_dir_arg(data_dir) if "data_dir" in given else None)
+                changes = (epochs if "epochs" in given else None, device if "device" in given else None, reporter,
+                           data_dir_arg(data_dir) if "data_dir" in given else None)
+                if group_runs(resume):
+                    run_dirs = resume_group(resume, *changes)
+                else:
+                    run_dirs = [resume_run(resume, *changes)]
             else:
                 check_method_settings(method.value, hparams)
                 config = TrainConfig(
@@ -172,7 +174,7 @@ def train(
                         raise DVAEError("give --seed for one run or --seeds for several, not both")
                     run_dirs = train_seeds(config, parse_seeds(seeds), output, reporter)
                 else:
-                    run_dirs = train_run(config, output, reporter)
+                    run_dirs = [train_run(config, output, reporter)]
         except (KeyboardInterrupt, Interrupted) as e:
             reporter.close()
             folder = resume or output
@@ -188,7 +190,7 @@ def train(
             reporter.close()
     if not is_main():  # under torchrun, rank 0 alone reports
         return
-    for run_dir in run_dirs if isinstance(run_dirs, list) else [run_dirs]:
+    for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
         if json_out:  # one JSON object a line, one line a run
             best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
