@@ -22,6 +22,7 @@ import torch
 from ._version import __version__
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
+from .data import DEFAULT_DATA, DataConfig
 from .model import DiscreteVAE, ModelConfig
 from .runfolder import resolve_checkpoint
 
@@ -42,6 +43,7 @@ class Checkpoint:
     path: Path
     fingerprint: str
     info: dict = field(default_factory=dict)  # the rest of the metadata (versions, train config)
+    data: DataConfig = DEFAULT_DATA  # what the model learned from (its images' size and binarization)
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -66,6 +68,7 @@ def save_checkpoint(
     epoch: int,
     metrics: dict | None = None,
     info: dict | None = None,
+    data: DataConfig = DEFAULT_DATA,
 ) -> None:
     """Write the model's weights and metadata to a safetensors file, atomically."""
     metadata = {
@@ -74,6 +77,7 @@ def save_checkpoint(
         "dvae_version": __version__,
         "torch_version": torch.__version__,
         "model": json.dumps(model.config.to_dict()),
+        "data": json.dumps(data.to_dict()),
         "method": method,
         "hparams": json.dumps(hparams),
         "epoch": str(epoch),
@@ -141,11 +145,27 @@ def _model_config(metadata: dict[str, str], path: Path) -> ModelConfig:
         raise DVAEError(f"{path}: corrupt model config in metadata ({e})") from None
 
 
+def _data_config(metadata: dict[str, str], path: Path) -> DataConfig:
+    """The checkpoint's data description; one saved before data sets were recorded learned MNIST."""
+    if "data" not in metadata:
+        return DEFAULT_DATA
+    try:
+        return DataConfig.from_dict(_json(metadata, "data", path))
+    except TypeError:
+        raise DVAEError(f"{path}: corrupt data description in metadata") from None
+    except DVAEError as e:
+        raise DVAEError(f"{path}: corrupt data description in metadata ({e})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint file or run folder into a ready model (eval mode, on `device`)."""
     path = resolve_checkpoint(path)
     tensors, metadata = _read(path, CHECKPOINT_FORMAT)
     model = _build_model(tensors, _model_config(metadata, path), path)
+    data = _data_config(metadata, path)
+    if data.pixels != model.config.input_size:
+        raise DVAEError(f"{path}: the model takes {model.config.input_size} pixels, its data set "
+                        f"({data.describe()}) has {data.pixels}")
     try:
         epoch = int(metadata["epoch"])
     except (KeyError, ValueError):
@@ -160,6 +180,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         fingerprint=fingerprint(tensors),
         info={"dvae_version": metadata.get("dvae_version"), "torch_version": metadata.get("torch_version"),
               **_json(metadata, "info", path)},
+        data=data,
     )
 
 

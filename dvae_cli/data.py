@@ -1,18 +1,24 @@
-"""MNIST from the original IDX files: locating, parsing (with checks), splitting, binarizing.
+"""The data sets: which ones exist (MNIST and the sets in its file layout), finding and parsing their
+IDX files, splitting, and how images become the targets the model reconstructs.
 
-A data set in MNIST's file layout (IDX image files for a training and a test set) is one
-`IdxDataset` description; MNIST is the one dvae trains on. Only the image files are read: the
-label files may be absent.
+A data set in MNIST's file layout (IDX image files for a training and a test set) is one `IdxDataset`
+entry in `DATASETS`. What a run learned from is a `DataConfig` (the set's name, its image height and
+width, read from the files' header, the binarization and the validation split): it is recorded in
+config.json and in every checkpoint, and every command reads the images' shape and the set from it.
+Only the image files are read: the label files may be absent.
 
-Owns: finding and reading the data set's files. Must not: import torch at the top (opening and
-checking files needs none) or know about models."""
+This module (with the MNIST entry) is the one place that knows the default image size and names a
+data set; nothing else spells 28, 784 or MNIST.
+
+Owns: finding and reading the data set's files, the binarizations. Must not: import torch at the top
+(opening and checking files needs none) or know about models."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,25 +31,104 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "valid", "test")
 ENV_DATA_DIR = "DVAE_DATA_DIR"
+IMAGE_FILES = ("train", "test")  # what dvae reads; the label files are optional
+IDX_DTYPES = {0x08: np.uint8}  # MNIST's sets only use unsigned bytes
+IDX_MAGIC = {"images": 2051, "labels": 2049}
+MAX_SIDE = 4096  # a sane ceiling on an image's height and width, checked before anything is allocated
+BINARIZATIONS = {
+    "threshold": "pixels >= 0.5 after scaling to [0, 1] (the thesis)",
+    "dynamic": "a fresh Bernoulli draw from the grey value, per image and epoch; evaluation on one fixed draw",
+    "none": "grey-scale targets in [0, 1] with the Bernoulli cross-entropy (the ReinMax/GST reference code); "
+            "its -ELBO is not a bound on the likelihood of a discrete image",
+}
 
 
 @dataclass(frozen=True)
 class IdxDataset:
-    """A data set in MNIST's file layout: a training and a test file of 28x28 images (IDX, raw or gzip)."""
+    """A data set in MNIST's file layout: a training and a test file of images (IDX, raw or gzip)."""
 
-    name: str  # the cache folder's name
+    name: str  # --dataset and the cache folder's name
+    title: str  # how messages name it
     files: dict[str, str]  # "train", "test" (images, read) and "train-labels", "test-labels" (not read)
     valid_size: int  # the last images of the training file form the validation split
     torchvision: str  # the torchvision.datasets class that downloads it (its root holds <class>/raw/)
+    side: int = 28  # the images' height and width as published
 
 
-MNIST = IdxDataset("mnist", {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
-                             "train-labels": "train-labels-idx1-ubyte", "test-labels": "t10k-labels-idx1-ubyte"},
-                   valid_size=10_000, torchvision="MNIST")
-FILES, VALID_SIZE = MNIST.files, MNIST.valid_size
-IMAGE_FILES = ("train", "test")  # what dvae reads; the label files are optional
-IDX_DTYPES = {0x08: np.uint8}  # MNIST only uses unsigned bytes
-IDX_MAGIC = {"images": 2051, "labels": 2049}
+IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
+             "train-labels": "train-labels-idx1-ubyte", "test-labels": "t10k-labels-idx1-ubyte"}
+MNIST = IdxDataset("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST")
+FASHION_MNIST = IdxDataset("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST")
+KMNIST = IdxDataset("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST")
+DATASETS: dict[str, IdxDataset] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST)}
+
+
+def get_dataset(name: str) -> IdxDataset:
+    """The data set registered as `name`."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a run learns from: the data set, its images' size, their binarization, the validation split.
+
+    Recorded in config.json and checkpoints; a record without it (dvae before 0.x) is MNIST's default.
+    """
+
+    name: str = MNIST.name
+    height: int = MNIST.side
+    width: int = MNIST.side
+    binarize: str = "threshold"
+    valid_size: int = MNIST.valid_size  # the last images of the training file (0: train on all of it)
+    eval_seed: int = 0  # binarize dynamic: the seed of the one fixed draw that evaluation uses
+
+    def __post_init__(self) -> None:
+        get_dataset(self.name)
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= MAX_SIDE:
+                raise DVAEError(f"data setting {name} must be an integer from 1 to {MAX_SIDE}, got {value!r}")
+        if self.binarize not in BINARIZATIONS:
+            raise DVAEError(f"data setting binarize must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
+        if type(self.valid_size) is not int or self.valid_size < 0:
+            raise DVAEError(f"data setting valid_size must be a non-negative integer, got {self.valid_size!r}")
+        if type(self.eval_seed) is not int or not 0 <= self.eval_seed < 2**63:
+            raise DVAEError(f"data setting eval_seed must be an integer from 0 to 2^63 - 1, got {self.eval_seed!r}")
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def dataset(self) -> IdxDataset:
+        return get_dataset(self.name)
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the targets are 0/1 images, so that the ELBO bounds a discrete image's likelihood."""
+        return self.binarize != "none"
+
+    def describe(self) -> str:
+        """'MNIST 28x28, threshold' (for messages and figures)."""
+        return f"{self.dataset.title} {self.height}x{self.width}, {self.binarize}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DataConfig:
+        """From a record; None (a record made before data sets were recorded) is MNIST's default."""
+        return cls() if d is None else cls(**d)
+
+
+DEFAULT_DATA = DataConfig()
 
 
 def default_cache_dir(dataset: IdxDataset = MNIST) -> Path:
@@ -52,20 +137,20 @@ def default_cache_dir(dataset: IdxDataset = MNIST) -> Path:
     return Path(base) / "dvae" / dataset.name
 
 
-def _missing_message(folder: Path, how: str, dataset: IdxDataset = MNIST) -> str:
+def _missing_message(folder: Path, how: str, dataset: IdxDataset) -> str:
     images = ", ".join(f"{dataset.files[key]}.gz" for key in IMAGE_FILES)
     labels = ", ".join(f"{stem}" for key, stem in dataset.files.items() if key not in IMAGE_FILES)
     return (
-        f"{dataset.torchvision} not found in {folder} ({how}).\n"
+        f"{dataset.title} not found in {folder} ({how}).\n"
         f"dvae needs its original IDX image files (gzip or raw): {images} (the label files {labels} "
         f"are not needed), in the folder or in its {dataset.torchvision}/raw (torchvision's layout).\n"
         f"Pass the folder with --data-dir DIR or the environment variable {ENV_DATA_DIR}=DIR; "
         f"otherwise dvae looks in {default_cache_dir(dataset)} and, if they are not there, tries to "
-        f"download them (needs internet access)."
+        f"download them with torchvision, checking their checksums (needs internet access)."
     )
 
 
-def _find_file(folder: Path, stem: str, dataset: IdxDataset = MNIST) -> Path | None:
+def _find_file(folder: Path, stem: str, dataset: IdxDataset) -> Path | None:
     """The IDX file `stem` in `folder` or in torchvision's `folder/<class>/raw`: raw or .gz, also in
     the 'train-images.idx3-ubyte' spelling."""
     dotted = stem.replace("-idx", ".idx")
@@ -76,16 +161,18 @@ def _find_file(folder: Path, stem: str, dataset: IdxDataset = MNIST) -> Path | N
     return None
 
 
-def _download(folder: Path, dataset: IdxDataset = MNIST) -> None:
-    """Download the data set's gzip files into `folder` with its torchvision class's mirrors."""
+def _download(folder: Path, dataset: IdxDataset) -> None:
+    """Download the data set's gzip files into `folder` with its torchvision class's mirrors (md5 checked)."""
     import torchvision.datasets
     from torchvision.datasets.utils import download_url
 
     source = getattr(torchvision.datasets, dataset.torchvision)
+    mirrors = getattr(source, "mirrors", None) or [""]
     for filename, md5 in source.resources:
-        for mirror in source.mirrors:
+        for mirror in mirrors:
+            url = filename if filename.startswith("http") else mirror + filename
             try:
-                download_url(mirror + filename, root=str(folder), filename=filename, md5=md5)
+                download_url(url, root=str(folder), filename=url.rsplit("/", 1)[-1], md5=md5)
                 break
             except Exception:  # noqa: BLE001 - any network failure: try the next mirror
                 continue
@@ -113,10 +200,19 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool =
     return folder
 
 
+def split_file(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> Path:
+    """The image file a split is read from (train and valid: the training file)."""
+    if split not in SPLITS:
+        raise DVAEError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    folder = resolve_data_dir(data_dir, dataset=data.dataset)
+    return _find_file(folder, data.dataset.files["test" if split == "test" else "train"], data.dataset)
+
+
 def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Parse an IDX file (gzip or raw) into a uint8 array, checking magic, dimensions and size.
 
-    `kind` ("images" or "labels") additionally checks the MNIST magic number.
+    `kind` ("images" or "labels") additionally checks the magic number of MNIST's layout, and for
+    images three dimensions (N, height, width) of at most MAX_SIDE each.
     """
     path = Path(path)
     try:
@@ -134,47 +230,92 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
         raise DVAEError(f"{path}: IDX data type 0x{dtype:02x} is not supported (only unsigned bytes)")
     magic = int.from_bytes(raw[:4], "big")
     if kind is not None and magic != IDX_MAGIC[kind]:
-        raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for MNIST {kind}")
+        raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for {kind}")
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
         raise DVAEError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + int(np.prod(shape, dtype=object))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DVAEError(
             f"{path}: IDX file {what}: header says {shape} = {expected} bytes, file has {len(raw)}"
         )
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-    if kind == "images" and shape[1:] != (28, 28):
-        raise DVAEError(f"{path}: images are {shape[1:]}, expected 28x28")
-    return array
+    if kind == "images" and (len(shape) != 3 or not all(1 <= side <= MAX_SIDE for side in shape[1:])):
+        raise DVAEError(f"{path}: images of shape {shape[1:]}; expected (height, width), each 1 to {MAX_SIDE}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def binarize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 0-255 images -> float32 {0,1}, flattened to (N, 784): scale to [0,1], then >= 0.5."""
-    import torch  # here, not at the top: reading MNIST's files needs no torch
+def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, binarize: str = "threshold",
+             valid_size: int | None = None) -> DataConfig:
+    """The DataConfig of data set `name` as found on disk: its image size read from the training file."""
+    dataset = get_dataset(name)
+    path = split_file("train", data_dir, DataConfig(name))
+    try:
+        with open(path, "rb") as f:
+            packed = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if packed else open)(path, "rb") as f:
+            header = f.read(16)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DVAEError(f"{path}: corrupt gzip data ({e})") from None
+    if len(header) < 16 or header[:4] != IDX_MAGIC["images"].to_bytes(4, "big"):
+        read_idx(path, kind="images")  # says what is wrong with it
+    height, width = (int.from_bytes(header[i : i + 4], "big") for i in (8, 12))
+    return DataConfig(name, int(height), int(width), binarize,
+                      dataset.valid_size if valid_size is None else valid_size)
+
+
+def load_images(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> np.ndarray:
+    """The raw uint8 images (N, height, width) of a split: train = the training file less its last
+    `valid_size` images (MNIST: 50k), valid = those, test = the test file. Their size must be the
+    description's."""
+    path = split_file(split, data_dir, data)
+    images = read_idx(path, kind="images")
+    if images.shape[1:] != data.shape:
+        raise DVAEError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the model learned "
+                        f"{data.describe()}; point --data-dir at that data set")
+    if split == "test":
+        return images
+    valid = data.valid_size
+    if len(images) <= valid:
+        raise DVAEError(f"{path}: the training file has {len(images)} images; need more than {valid}")
+    return images[: len(images) - valid] if split == "train" else images[len(images) - valid :]
+
+
+def grey(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 0-255 images -> float32 in [0, 1], flattened to (N, pixels)."""
+    import torch  # here, not at the top: reading the files needs no torch
 
     if isinstance(images, torch.Tensor):
         images = images.cpu().numpy()
-    scaled = np.asarray(images).reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
-    return torch.from_numpy((scaled >= 0.5).astype(np.float32))
+    return torch.from_numpy(np.asarray(images).reshape(len(images), -1).astype(np.float32) / np.float32(255.0))
 
 
-def load_images(split: str, data_dir: str | os.PathLike | None = None, dataset: IdxDataset = MNIST) -> np.ndarray:
-    """The raw uint8 images (N, 28, 28) of a split: train = the training file less its last
-    `valid_size` images (MNIST: 50k), valid = those, test = the test file."""
-    if split not in SPLITS:
-        raise DVAEError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    folder = resolve_data_dir(data_dir, dataset=dataset)
-    source = "test" if split == "test" else "train"
-    images = read_idx(_find_file(folder, dataset.files[source], dataset), kind="images")
-    if split == "test":
-        return images
-    valid = dataset.valid_size
-    if len(images) <= valid:
-        raise DVAEError(f"{folder}: the training file has {len(images)} images; need more than {valid}")
-    return images[:-valid] if split == "train" else images[-valid:]
+def binarize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 0-255 images -> float32 {0,1}, flattened to (N, pixels): scale to [0,1], then >= 0.5."""
+    return (grey(images) >= 0.5).float()
+
+
+def draw_binary(grey_values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Dynamic binarization: 1 with probability the grey value, from `generator` (one uniform a pixel)."""
+    import torch
+
+    uniform = torch.rand(grey_values.shape, generator=generator, device=generator.device)
+    return (uniform < grey_values).to(grey_values.dtype)
+
+
+def targets(images: np.ndarray | torch.Tensor, data: DataConfig = DEFAULT_DATA) -> torch.Tensor:
+    """Images as the targets evaluation and encoding use: binarized at 0.5 (threshold), grey (none),
+    or one fixed Bernoulli draw seeded by data.eval_seed (dynamic; image i gets the same draw
+    whatever number of images follow it)."""
+    import torch
+
+    if data.binarize == "threshold":
+        return binarize(images)
+    values = grey(images)
+    if data.binarize == "none":
+        return values
+    return draw_binary(values, torch.Generator().manual_seed(data.eval_seed))
 
 
 def load_split(
@@ -182,11 +323,16 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     limit: int | None = None,
     device: str | torch.device = "cpu",
+    data: DataConfig = DEFAULT_DATA,
+    training: bool = False,
 ) -> torch.Tensor:
-    """A split as one binarized float32 tensor (N, 784) on `device`; `limit` keeps the first N."""
-    images = load_images(split, data_dir)
+    """A split as one float32 tensor (N, pixels) on `device`; `limit` keeps the first N. The targets of
+    `targets`, or with `training` what the training loop takes (dynamic: the grey values it draws from)."""
+    images = load_images(split, data_dir, data)
     if limit is not None:
         if limit < 1:
             raise DVAEError(f"limit must be at least 1, got {limit}")
         images = images[:limit]
-    return binarize(images).to(device)
+    if training and data.binarize == "dynamic":
+        return grey(images).to(device)
+    return targets(images, data).to(device)

@@ -32,7 +32,8 @@ from .errors import DVAEError
 from .methods import Method, Noise, make_method
 from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter
-from .train import LEGACY_HPARAMS, MethodLoss
+from .methods import MethodLoss
+from .train import LEGACY_HPARAMS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,4 +1,5 @@
-"""The categorical VAE of the thesis (784-500-(30x10)-500-784, softplus, Bernoulli output)
+"""The categorical VAE (the thesis's: pixels-500-(30x10)-500-pixels, softplus, Bernoulli output; any
+number of hidden layers and another activation too)
 and the few functions every method shares: Gumbel noise, one-hot and relaxed samples, KL,
 log-likelihood.
 
@@ -15,37 +16,69 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data import DEFAULT_DATA
 from .errors import DVAEError
 
 MAX_PARAMETERS = 1 << 28  # a sane ceiling (1 GiB of float32) checked before anything is allocated
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "leakyrelu": nn.LeakyReLU}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network shape: D categorical variables of K classes, one hidden layer each side."""
+    """Network shape: D categorical variables of K classes; the encoder's hidden layers (the decoder
+    mirrors them) and their activation; the input size comes from the data set (DataConfig.pixels).
+
+    `hidden` is one width (the thesis: 500) or a tuple of widths, e.g. (512, 256) for 784-512-256-(DxK)
+    and (DxK)-256-512-784. Records made before `activation` existed are softplus networks."""
 
     latent_vars: int = 30  # D
     classes: int = 10  # K
-    hidden: int = 500
-    input_size: int = 784
+    hidden: int | tuple[int, ...] = 500
+    input_size: int = DEFAULT_DATA.pixels
+    activation: str = "softplus"
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
+        hidden = self.hidden
+        if isinstance(hidden, (list, tuple)):
+            object.__setattr__(self, "hidden", hidden := tuple(hidden) if len(hidden) != 1 else hidden[0])
+        widths = hidden if isinstance(hidden, tuple) else (hidden,)
+        if not widths:
+            raise DVAEError("model setting hidden needs at least one layer width")
+        for name, value in [("latent_vars", self.latent_vars), ("classes", self.classes),
+                            ("input_size", self.input_size), *(("hidden", w) for w in widths)]:
             if type(value) is not int or value < 1:
                 raise DVAEError(f"model setting {name} must be a positive integer, got {value!r}")
         if self.classes < 2:
             raise DVAEError(f"model setting classes must be at least 2, got {self.classes}")
+        if self.activation not in ACTIVATIONS:
+            raise DVAEError(f"model setting activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.parameter_count() > MAX_PARAMETERS:
             raise DVAEError(f"a model of {self.parameter_count():,} parameters is over dvae's ceiling of "
-                            f"{MAX_PARAMETERS:,}; check D, K and the hidden size")
+                            f"{MAX_PARAMETERS:,}; check D, K and the hidden sizes")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The encoder's hidden widths, input side first."""
+        return self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
 
     def parameter_count(self) -> int:
         """The number of weights of a DiscreteVAE of this shape (computed, nothing allocated)."""
-        latent = self.latent_vars * self.classes
-        return 2 * (self.input_size * self.hidden + self.hidden * latent) + 2 * self.hidden + latent + self.input_size
+        sizes = (self.input_size, *self.widths, self.latent_vars * self.classes)
+        one_side = sum(a * b for a, b in zip(sizes, sizes[1:]))
+        return 2 * one_side + sum(sizes[1:]) + sum(sizes[:-1])
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["hidden"] = list(self.hidden) if isinstance(self.hidden, tuple) else self.hidden
+        return d
+
+
+def mlp(sizes: tuple[int, ...], activation: str) -> nn.Sequential:
+    """Linear layers through `sizes`, the activation between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers[:-1])
 
 
 class DiscreteVAE(nn.Module):
@@ -54,13 +87,9 @@ class DiscreteVAE(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
-        latent = config.latent_vars * config.classes
-        self.encoder = nn.Sequential(
-            nn.Linear(config.input_size, config.hidden), nn.Softplus(), nn.Linear(config.hidden, latent)
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(latent, config.hidden), nn.Softplus(), nn.Linear(config.hidden, config.input_size)
-        )
+        sizes = (config.input_size, *config.widths, config.latent_vars * config.classes)
+        self.encoder = mlp(sizes, config.activation)
+        self.decoder = mlp(sizes[::-1], config.activation)
 
     def encode(self, x: Tensor) -> Tensor:
         """Log-probabilities log pi, shape (B, D, K)."""
@@ -146,6 +175,6 @@ def code_diversity(log_pi: Tensor, mean_pi: Tensor | None = None) -> Tensor:
 def log_likelihood(x_logits: Tensor, x: Tensor) -> Tensor:
     """Bernoulli log p(x|y) per image, sum_j x_j l_j - log(1 + e^l_j), from the decoder's logits l.
 
-    x broadcasts against the logits, e.g. (B, 784) images against (S, B, 784) decodes of S samples.
+    x broadcasts against the logits, e.g. (B, P) images against (S, B, P) decodes of S samples.
     """
     return (x_logits * x).sum(dim=-1) - F.softplus(x_logits).sum(dim=-1)

@@ -1,15 +1,16 @@
 """Several runs of one configuration, differing only in their seeds, trained in one process as one
 batched computation: their weights stacked along a leading dimension, the method's loss vectorized
 over it (torch.func.vmap of a functional call, so the matrix products become batched products), and
-one Adam over the stacked weights (Adam is element-wise, so it is each run's own Adam).
+one optimizer over the stacked weights (Adam and RAdam are element-wise, so it is each run's own).
 
 Each run keeps its own generator and draws its permutations and noise from it exactly as a run
 trained alone does (outside the vectorized loss, handed in as PresetNoise), and writes its own run
 folder through train.Run, identical in format to a single run's: its numbers equal those of
 training it alone up to float rounding, and each folder can be resumed alone or with the others.
 
-Owns: stacking runs and unstacking them, the batched epoch, `train_seeds` and `resume_group`.
-Must not: know any one method, or write a file other than through train.Run.
+Owns: stacking runs and unstacking them, the batched update (RunGroup, a train.Learner),
+`train_seeds` and `resume_group`. Must not: know any one method, loop over epochs or batches (train.fit
+and train.train_epoch do, for one run and several alike), or write a file other than through train.Run.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
-import time
 from pathlib import Path
 
 import torch
@@ -27,16 +26,15 @@ from torch.func import functional_call, vmap
 from . import distributed
 from .errors import DVAEError
 from .distributed import resolve_device
-from .interrupts import deferred_interrupt
-from .methods import Noise, PresetNoise, Step, make_method
+from .methods import MethodLoss, Noise, PresetNoise, Step
 from .progress import Prefixed, Reporter
 from .runfolder import default_out, group_runs, is_run, seed_folder, write_config
-from .train import (MethodLoss, Run, TrainConfig, environment, load_data, resume_config, start_epoch, starting,
-                    writing)
+from .train import Run, TrainConfig, environment, fit, load_data, make_optimizer, resume_config, starting, writing
 
 
 class RunGroup:
-    """Runs (train.Run, built and possibly restored, all at the same epoch) trained as one."""
+    """Runs (train.Run, built and possibly restored, all at the same epoch) trained as one: the
+    Learner that train.fit drives for several runs."""
 
     def __init__(self, runs: list[Run], reporter: Reporter):
         first = runs[0]
@@ -45,8 +43,7 @@ class RunGroup:
         self.runs, self.reporter, self.device = runs, reporter, first.device
         self.weights = {name: torch.zeros(len(runs), *_stored(p).shape, device=self.device, requires_grad=True)
                         for name, p in first.model.named_parameters()}
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.weights.values(), lr=first.config.lr, fused=fused)
+        self.optimizer = make_optimizer(first.config.optimizer, self.weights.values(), first.config.lr, self.device)
         self.template = MethodLoss(copy.deepcopy(first.model).to("meta"), first.method)  # the network, without weights
         self.loss = vmap(self._loss, in_dims=(0, 0, 0, None))
         if first.config.compile:  # as for one run; it also removes vmap's per-operation cost on the host
@@ -68,7 +65,7 @@ class RunGroup:
         return probe.shapes
 
     def stack(self) -> None:
-        """Take every run's weights and Adam state into the stacked ones."""
+        """Take every run's weights and optimizer state into the stacked ones."""
         params = [dict(run.model.named_parameters()) for run in self.runs]
         with torch.no_grad():
             for name, stacked in self.weights.items():
@@ -82,8 +79,8 @@ class RunGroup:
                              for key, value in state.items()}
         self.optimizer.load_state_dict({"state": merged, "param_groups": states[0]["param_groups"]})
 
-    def unstack(self) -> None:
-        """Give every run its slice of the stacked weights and Adam state (before it saves an epoch)."""
+    def release(self) -> None:
+        """Give every run its slice of the stacked weights and optimizer state (before it saves an epoch)."""
         state = self.optimizer.state_dict()
         for i, run in enumerate(self.runs):
             with torch.no_grad():
@@ -95,50 +92,21 @@ class RunGroup:
                           for index, s in state["state"].items()},
                 "param_groups": state["param_groups"]})
 
-    def train_epoch(self, schedule: dict[str, float]) -> list[dict[str, float]]:
-        """One pass of every run over its own shuffle of the training set; each run's averages."""
-        first = self.runs[0]
-        cfg, data = first.config, first.train_data
-        schedule = start_epoch(self.optimizer, cfg, schedule, self.device)
-        orders = torch.stack([torch.randperm(len(data), generator=run.generator, device=self.device)
-                              for run in self.runs])
-        sums = torch.zeros(len(self.runs), 2, device=self.device)
-        for run in self.runs:
-            run.model.train()
-        for start in range(0, len(data), cfg.batch_size):
-            batch = orders[:, start : start + cfg.batch_size]
-            draws = [torch.stack([torch.rand((batch.shape[1], *shape), generator=run.generator, device=self.device)
-                                  for run in self.runs]) for shape in self.noise_shapes]
-            step = self.loss(self.weights, data[batch], draws, schedule)
-            self.optimizer.zero_grad(set_to_none=True)
-            step.loss.sum().backward()  # the runs' losses are independent: each weight gets its own run's gradient
-            self.optimizer.step()
-            sums += torch.stack([step.log_lik.sum(dim=1), step.kl.sum(dim=1)], dim=1)
-            self.reporter.advance("batches")
-        return [{"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
-                for log_lik, kl in (sums / len(data)).tolist()]  # the one sync of the epoch
+    def step(self, batches: list[torch.Tensor], schedule: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update of every run on its batch; each run draws its inputs and then its noise from its
+        own generator, as it would alone."""
+        x = torch.stack([run.inputs(batch) for run, batch in zip(self.runs, batches)])
+        draws = [torch.stack([torch.rand((len(batches[0]), *shape), generator=run.generator, device=self.device)
+                              for run in self.runs]) for shape in self.noise_shapes]
+        step = self.loss(self.weights, x, draws, schedule)
+        self.optimizer.zero_grad(set_to_none=True)
+        step.loss.sum().backward()  # the runs' losses are independent: each weight gets its own run's gradient
+        self.optimizer.step()
+        return step.log_lik, step.kl
 
     def fit(self) -> None:
         """Train every run up to its config.epochs, each checkpointing after every epoch."""
-        first = self.runs[0]
-        cfg = first.config
-        self.reporter.task("epochs", f"{cfg.method} epochs, {len(self.runs)} runs", cfg.epochs)
-        self.reporter.advance("epochs", first.epoch)
-        while first.epoch < cfg.epochs:
-            t0 = time.perf_counter()
-            schedule = first.method.schedule(first.epoch)
-            self.reporter.task("batches", f"epoch {first.epoch + 1}", math.ceil(len(first.train_data) / cfg.batch_size))
-            trains = self.train_epoch(schedule)
-            for run, train in zip(self.runs, trains):
-                run.check_finite(train)
-            self.unstack()
-            with deferred_interrupt():  # every run completes the epoch, or none does
-                for run, train in zip(self.runs, trains):
-                    run.epoch += 1
-                    start = time.perf_counter()
-                    run.end_epoch(train, schedule, t0)
-                    t0 += time.perf_counter() - start  # a run's seconds: the shared training and its own validation
-            self.reporter.advance("epochs")
+        fit(self.runs, self, self.reporter)
 
 
 def _stored(weight: torch.Tensor) -> torch.Tensor:
@@ -198,8 +166,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], out: str | Path | None = 
 def train_together(configs: list[TrainConfig], outs: list[Path], reporter: Reporter | None = None) -> list[Path]:
     """Train new runs (configs differing in their seeds alone) into `outs`, together."""
     reporter = reporter or Reporter()
-    make_method(configs[0].method, configs[0].hparams)  # settings checked before any folder is touched
-    resolve_device(configs[0].device)
+    resolve_device(configs[0].device)  # before any folder is touched (the settings were checked when built)
     _check_group(configs)
     seeds = [c.seed for c in configs]
     with contextlib.ExitStack() as folders:

@@ -1,7 +1,9 @@
 """The training loop: a Run builds model, method, optimizer and data from a TrainConfig, trains
-epoch by epoch and writes its run folder (through runfolder.py), under torchrun too.
+epoch by epoch and writes its run folder (through runfolder.py), under torchrun too. `fit` and
+`train_epoch` are the one loop, for one run and for several trained together (multirun.RunGroup).
 
-Owns: the loop, the schedule of an epoch, what an epoch records. Must not: spell the run folder's
+Owns: the settings of a run (TrainConfig, checked once), the loop, the schedule of an epoch, what an
+epoch records. Must not: spell the run folder's
 file names (runfolder.py), resolve devices (distributed.py) or parse CLI flags."""
 
 from __future__ import annotations
@@ -14,35 +16,41 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 
 from . import distributed
 from ._version import __version__
 from .checkpoint import TrainState, load_state, save_checkpoint, save_state
-from .data import load_split
+from .data import DataConfig, draw_binary, load_split
 from .errors import DVAEError
 from .distributed import resolve_device
 from .interrupts import deferred_interrupt
-from .methods import Method, Noise, Step, make_method
+from .methods import Method, MethodLoss, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
-from .model import DiscreteVAE, ModelConfig, code_diversity
+from .model import DiscreteVAE, ModelConfig
 from .progress import Reporter
 from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, read_config, read_metrics,
                         write_config, write_metrics)
 from .runlock import run_lock
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
+OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}  # torch.optim, element-wise (so stackable)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; defaults are the thesis's (50 epochs, batch 100, Adam 3e-4)."""
+    """Every setting of a run; defaults are the thesis's (MNIST thresholded at 0.5, 50 epochs, batch
+    100, Adam 3e-4). Checked once, here; `hparams` is completed with the method's defaults (a new
+    dict: the caller's is left alone)."""
 
     method: str = "dtp"
     hparams: dict = field(default_factory=dict)  # the method's hyper-parameters (see `dvae train --help`)
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: str = "adam"
     epochs: int = 50
     batch_size: int = 100
     lr: float = 3e-4
@@ -53,18 +61,59 @@ class TrainConfig:
     save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
     compile: bool = False  # torch.compile the loss (on CUDA in mode "reduce-overhead": CUDA graphs)
 
+    def __post_init__(self) -> None:
+        self._method = make_method(self.method, self.hparams)
+        self.hparams = dataclasses.asdict(self._method.config)  # every value recorded, defaults too
+        problems = {
+            "optimizer": self.optimizer not in OPTIMIZERS and f"must be one of {', '.join(OPTIMIZERS)}",
+            "epochs": not _is_int(self.epochs, 0) and "must be an integer >= 0",
+            "batch_size": not _is_int(self.batch_size, 1) and "must be an integer >= 1",
+            "lr": not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0)
+                  and "must be a finite number > 0",
+            "seed": not (_is_int(self.seed, 0) and self.seed <= MAX_SEED) and "must be an integer from 0 to 2^63 - 1",
+            "train_limit": self.train_limit is not None and not _is_int(self.train_limit, 1)
+                           and "must be an integer >= 1 (or none)",
+            "save_every": not _is_int(self.save_every, 0) and "must be an integer >= 0",
+        }
+        for name, problem in problems.items():
+            if problem:
+                raise DVAEError(f"train setting {name} {problem}, got {getattr(self, name)!r}")
+        if self.model.input_size != self.data.pixels:
+            raise DVAEError(f"model setting input_size is {self.model.input_size}, but the data set's images have "
+                            f"{self.data.pixels} pixels ({self.data.describe()})")
+
+    @property
+    def method_object(self) -> Method:
+        """The method these settings describe, built once."""
+        return self._method
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["model"], d["data"] = self.model.to_dict(), self.data.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**{**d, "model": ModelConfig(**d["model"])})
+        """From a run's record; a record made before an option existed gets what dvae did then."""
+        return cls(**{**d, "hparams": {**LEGACY_HPARAMS, **d.get("hparams", {})}, "model": ModelConfig(**d["model"]),
+                      "data": DataConfig.from_dict(d.get("data"))})
+
+
+def _is_int(value: object, low: int) -> bool:
+    return type(value) is int and value >= low
+
+
+def make_optimizer(name: str, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """The run's optimizer over `params` (Adam fused where torch has a fused kernel)."""
+    fused = {"fused": True} if name == "adam" and device.type in ("cpu", "cuda") else {}
+    return OPTIMIZERS[name](params, lr=lr, **fused)
 
 
 def load_data(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's training images (the first train_limit) and the validation images, on `device`."""
-    return (load_split("train", config.data_dir, config.train_limit, device),
-            load_split("valid", config.data_dir, device=device))
+    """The run's training images (the first train_limit; dynamic binarization: their grey values)
+    and the validation targets, on `device`."""
+    return (load_split("train", config.data_dir, config.train_limit, device, config.data, training=True),
+            load_split("valid", config.data_dir, device=device, data=config.data))
 
 
 def environment(device: torch.device) -> dict:
@@ -102,27 +151,75 @@ def start_epoch(optimizer: torch.optim.Optimizer, config: TrainConfig, schedule:
     return schedule
 
 
-class MethodLoss(torch.nn.Module):
-    """A method's loss as a module, so that DistributedDataParallel sees the whole forward pass."""
+class Learner(Protocol):
+    """What updates the weights of the runs of `fit`: one Run itself, or several stacked (multirun.RunGroup)."""
 
-    def __init__(self, model: DiscreteVAE, method: Method):
-        super().__init__()
-        self.model, self.method = model, method
+    optimizer: torch.optim.Optimizer
 
-    def forward(self, x: torch.Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
-        step = self.method.loss(self.model, x, noise, schedule)
-        if "diversity" in schedule:  # batch-mean pi over the global batch: every process adds the same term
-            weight = schedule["diversity"]
-            mean_pi = distributed.all_reduce_sum(step.log_pi.detach().exp().sum(dim=0)) / noise.global_batch
-            step = step._replace(loss=step.loss + weight * code_diversity(step.log_pi, mean_pi))
-        return step
+    def step(self, batches: list[torch.Tensor], schedule: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on each run's batch (indices into its training images); log p(x|y) and KL (runs, images)."""
+
+    def release(self) -> None:
+        """Leave every run's model and optimizer holding the current weights (before it saves)."""
+
+
+def train_epoch(runs: list[Run], learner: Learner, schedule: dict[str, float], reporter: Reporter) -> list[dict]:
+    """One pass of every run over its own shuffle of the training set; each run's training averages.
+
+    Each run draws its permutation, then per batch its binarization (dynamic) and its method's noise,
+    from its own generator, in that order, whether it trains alone or with others. Under torchrun
+    every process draws the same and takes its slice of each global batch (Run.step).
+    """
+    first = runs[0]
+    cfg, size, device = first.config, len(first.train_data), first.device
+    schedule = start_epoch(learner.optimizer, cfg, schedule, device)
+    orders = [torch.randperm(size, generator=run.generator, device=device) for run in runs]
+    sums = torch.zeros(len(runs), 2, device=device)
+    for run in runs:
+        run.model.train()
+    for start in range(0, size, cfg.batch_size):
+        log_lik, kl = learner.step([order[start : start + cfg.batch_size] for order in orders], schedule)
+        sums += torch.stack([log_lik.sum(dim=-1), kl.sum(dim=-1)], dim=-1)
+        reporter.advance("batches")
+    averages = distributed.all_reduce_sum(sums) / size
+    return [{"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
+            for log_lik, kl in averages.tolist()]  # the one sync of the epoch
+
+
+def fit(runs: list[Run], learner: Learner, reporter: Reporter) -> None:
+    """Train every run (all at the same epoch, of one configuration but the seed) up to config.epochs,
+    each checkpointing after every epoch: the one training loop of dvae."""
+    first = runs[0]
+    cfg = first.config
+    several = f", {len(runs)} runs" if len(runs) > 1 else ""
+    reporter.task("epochs", f"{cfg.method} epochs{several}", cfg.epochs)
+    reporter.advance("epochs", first.epoch)
+    while first.epoch < cfg.epochs:
+        t0 = time.perf_counter()
+        schedule = first.method.schedule(first.epoch)
+        reporter.task("batches", f"epoch {first.epoch + 1}", math.ceil(len(first.train_data) / cfg.batch_size))
+        trains = train_epoch(runs, learner, schedule, reporter)
+        for run, train in zip(runs, trains):
+            run.check_finite(train)
+        learner.release()
+        for run in runs:
+            run.epoch += 1
+        if distributed.is_main():  # the others go on and wait for it in the next all-reduce
+            with deferred_interrupt():  # every run completes the epoch, or none does
+                for run, train in zip(runs, trains):
+                    started = time.perf_counter()
+                    run.end_epoch(train, schedule, t0)
+                    t0 += time.perf_counter() - started  # a run's seconds: the shared training and its own validation
+            reporter.advance("epochs")
+    distributed.barrier()  # every process returns once the run folders are complete
 
 
 class Run:
-    """A run folder being trained: builds everything from a TrainConfig, or resumes one.
+    """A run folder being trained: builds everything from a TrainConfig, or resumes one. Alone it is
+    its own Learner (DistributedDataParallel under torchrun); several are stacked by multirun.RunGroup.
 
     Under torchrun (see distributed.py) every process builds the same Run, trains on its slice of
-    each global batch through DistributedDataParallel, and only rank 0 evaluates, writes and reports.
+    each global batch, and only rank 0 evaluates, writes and reports.
     """
 
     def __init__(self, config: TrainConfig, out: Path, reporter: Reporter,
@@ -130,15 +227,11 @@ class Run:
         self.config, self.out = config, out
         self.reporter = reporter if distributed.is_main() else Reporter()
         self.device = distributed.local_device(resolve_device(config.device))
-        self.method = make_method(config.method, config.hparams)
-        config.hparams = dataclasses.asdict(self.method.config)  # record every value, defaults too
-        if config.batch_size < 1 or config.epochs < 0 or config.lr <= 0 or config.save_every < 0:
-            raise DVAEError("batch size and learning rate must be positive, epochs and --save-every not negative")
+        self.method = config.method_object
         self.train_data, self.valid_data = data or load_data(config, self.device)
         torch.manual_seed(config.seed)  # the initial weights do not depend on the device
         self.model = DiscreteVAE(config.model).to(self.device)
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=fused)
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr, self.device)
         self.loss = distributed.data_parallel(MethodLoss(self.model, self.method), self.device)
         if config.compile:
             self.loss = torch.compile(self.loss, mode="reduce-overhead" if self.device.type == "cuda" else None)
@@ -155,63 +248,48 @@ class Run:
         self.epoch, self.best = state.epoch, state.best
         self.metrics = [m for m in read_metrics(self.out) if m["epoch"] <= self.epoch]
 
-    def train_epoch(self, schedule: dict[str, float]) -> dict[str, float]:
-        """One pass over the shuffled training set; returns the training averages.
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """The images of `batch` (indices) as the model trains on them: with dynamic binarization a
+        fresh draw for the whole (global) batch from the run's generator."""
+        x = self.train_data[batch]
+        return draw_binary(x, self.generator) if self.config.data.binarize == "dynamic" else x
 
-        Every process draws the same permutation and noise, and takes its slice of each global
-        batch. Its mean loss is weighted by slice size * world size / batch size, so that the
-        gradients DDP averages equal those of the whole batch's mean loss, even for uneven slices.
-        """
-        cfg, data, world = self.config, self.train_data, distributed.world_size()
-        schedule = start_epoch(self.optimizer, cfg, schedule, self.device)
-        order = torch.randperm(len(data), generator=self.generator, device=self.device)
-        sums = torch.zeros(2, device=self.device)
-        self.model.train()
-        for start in range(0, len(data), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            rows = distributed.shard(len(batch))
-            x = data[batch[rows]]
-            step = self.loss(x, Noise(self.generator, len(batch), rows), schedule)
-            self.optimizer.zero_grad(set_to_none=True)
-            (step.loss * (len(x) * world / len(batch))).backward()
-            self.optimizer.step()
-            sums += torch.stack([step.log_lik.sum(), step.kl.sum()])
-            self.reporter.advance("batches")
-        log_lik, kl = (distributed.all_reduce_sum(sums) / len(data)).tolist()  # the one sync of the epoch
-        return {"train_log_lik": log_lik, "train_kl": kl, "train_neg_elbo": kl - log_lik}
+    def step(self, batches: list[torch.Tensor], schedule: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on this process's slice of the batch. Its mean loss is weighted by slice size *
+        world size / batch size, so that the gradients DDP averages equal those of the whole batch's
+        mean loss, even for uneven slices."""
+        (batch,) = batches
+        rows = distributed.shard(len(batch))
+        x = self.inputs(batch)[rows]
+        step = self.loss(x, Noise(self.generator, len(batch), rows), schedule)
+        self.optimizer.zero_grad(set_to_none=True)
+        (step.loss * (len(x) * distributed.world_size() / len(batch))).backward()
+        self.optimizer.step()
+        return step.log_lik[None], step.kl[None]
+
+    def release(self) -> None:
+        """Nothing to do: the run's model is what trains."""
+
+    def fit(self) -> list[dict]:
+        """Train up to config.epochs alone, checkpointing after every epoch."""
+        fit([self], self, self.reporter)
+        return self.metrics
 
     def save(self, record: dict) -> None:
         """Checkpoints, metrics and (last, as the commit point) the resume state."""
-        method, hparams = self.config.method, self.config.hparams
-        info = {"train_config": self.config.to_dict()}
+        files = [LAST]
         if record["valid_neg_elbo"] < self.best:
             self.best = record["valid_neg_elbo"]
-            save_checkpoint(self.out / BEST, self.model, method, hparams, self.epoch, record, info)
-        save_checkpoint(self.out / LAST, self.model, method, hparams, self.epoch, record, info)
+            files.insert(0, BEST)
         if self.config.save_every and self.epoch % self.config.save_every == 0:
-            save_checkpoint(self.out / epoch_checkpoint(self.epoch), self.model, method, hparams, self.epoch, record, info)
+            files.append(epoch_checkpoint(self.epoch))
+        for name in files:
+            save_checkpoint(self.out / name, self.model, self.config.method, self.config.hparams, self.epoch, record,
+                            {"train_config": self.config.to_dict()}, self.config.data)
         write_metrics(self.out, self.metrics)
         save_state(self.out / STATE, TrainState(
             self.epoch, self.model.state_dict(), self.optimizer.state_dict(),
             self.generator.get_state(), self.best))
-
-    def fit(self) -> list[dict]:
-        """Train up to config.epochs, checkpointing after every epoch."""
-        cfg = self.config
-        batches = math.ceil(len(self.train_data) / cfg.batch_size)
-        self.reporter.task("epochs", f"{cfg.method} epochs", cfg.epochs)
-        self.reporter.advance("epochs", self.epoch)
-        while self.epoch < cfg.epochs:
-            t0 = time.perf_counter()
-            schedule = self.method.schedule(self.epoch)
-            self.reporter.task("batches", f"epoch {self.epoch + 1}", batches)
-            train = self.train_epoch(schedule)
-            self.check_finite(train)
-            self.epoch += 1
-            if distributed.is_main():  # the others go on and wait for it in the next all-reduce
-                self.end_epoch(train, schedule, t0)
-        distributed.barrier()  # every process returns once the run folder is complete
-        return self.metrics
 
     def check_finite(self, train: dict[str, float]) -> None:
         """Stop with a clear error when the epoch's training averages are not finite."""
@@ -233,7 +311,6 @@ class Run:
         with deferred_interrupt():  # an epoch's files are written completely or not at all
             self.metrics.append(record)
             self.save(record)
-        self.reporter.advance("epochs")
         self.reporter.log(_format_epoch(record, self.config.epochs))
 
 
@@ -277,8 +354,7 @@ def train(config: TrainConfig, out: str | Path | None = None, reporter: Reporter
     """Train a new run into `out` (default runs/<method>-<timestamp>); returns the folder."""
     out = Path(out) if out is not None else default_out(config.method)
     reporter = reporter or Reporter()
-    make_method(config.method, config.hparams)  # settings and device checked before the folder is touched
-    device = resolve_device(config.device)
+    device = resolve_device(config.device)  # before the folder is touched (the settings were checked when built)
     with starting(out, reporter), distributed.process_group(device):
         run = Run(config, out, reporter)
         if distributed.is_main():
@@ -293,7 +369,7 @@ def resume(
 ) -> Path:
     """Continue the run in `out` from its last complete epoch (optionally to more epochs).
 
-    `data_dir` points to MNIST when it has moved since the run started (the data must be the same).
+    `data_dir` points to the data set when it has moved since the run started (it must be the same).
     """
     out = Path(out)
     reporter = reporter or Reporter()
@@ -325,14 +401,8 @@ def resume_config(out: Path, epochs: int | None, device: str | None,
         config = TrainConfig.from_dict(saved["train"])
     except (KeyError, TypeError) as e:
         raise DVAEError(f"{out}: corrupt run config ({e})") from None
-    for name, value in LEGACY_HPARAMS.items():  # runs recorded before the option existed did without it
-        config.hparams.setdefault(name, value)
-    if epochs is not None:
-        config.epochs = epochs
-    if device is not None:
-        config.device = device
-    if data_dir is not None:
-        config.data_dir = data_dir
+    changes = {"epochs": epochs, "device": device, "data_dir": data_dir}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     recorded = torch.device(saved["environment"]["device"]).type
     if resolve_device(config.device).type != recorded:
         raise DVAEError(f"{out} was trained on {recorded}; resume it there (its random state is device-specific)")

@@ -34,8 +34,9 @@ DEVICE = typer.Option("auto", "--device", help="auto (cuda when available, else 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 JSON = typer.Option(False, "--json", help="Print JSON on stdout instead.")
 DATA_DIR = typer.Option(None, "--data-dir", envvar=ENV_DATA_DIR, show_envvar=True,
-                        help="Folder with MNIST's IDX image files, or a torchvision root (MNIST/raw inside); "
-                             "default: the cache ~/.cache/dvae/mnist.")
+                        help="Folder with the data set's IDX image files, or a torchvision root (e.g. MNIST/raw "
+                             "inside); default: the cache ~/.cache/dvae/<data set>. The data set is the one the "
+                             "checkpoint learned (dvae train --dataset).")
 CKPT_HELP = (f"Checkpoint file, run folder (its best checkpoint), or {PRETRAINED_NAMES} (shipped with dvae); "
              "default: the newest run under ./runs, else pretrained:best.")
 CKPT = typer.Option(None, "--ckpt", "-c", envvar=ENV_CKPT, show_envvar=True, help=CKPT_HELP)

@@ -20,11 +20,28 @@ import typer
 from ..commandline import flag, negative_flag
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
+from ..data import BINARIZATIONS, DATASETS
 from ..methods import METHODS
+from ..model import ACTIVATIONS
 from .common import DATA_DIR, DEVICE, JSON, QUIET, data_dir_arg, output_option, stderr, user_errors
 
 app = typer.Typer()
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
+Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)
+Binarize = Enum("Binarize", {name: name for name in BINARIZATIONS}, type=str)
+Activation = Enum("Activation", {name: name for name in ACTIVATIONS}, type=str)
+Optimizer = Enum("Optimizer", {name: name for name in ("adam", "radam")}, type=str)
+
+
+def parse_widths(text: str) -> int | tuple[int, ...]:
+    """--hidden: '500' -> 500, '512,256' -> (512, 256)."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"give layer widths as integers, e.g. 500 or 512,256; got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise typer.BadParameter(f"layer widths must be positive, got {text!r}")
+    return widths[0] if len(widths) == 1 else widths
 
 
 def _method_fields() -> dict[str, tuple[dataclasses.Field, type, dict[str, object]]]:
@@ -117,7 +134,14 @@ def train(
     train_limit: Optional[int] = typer.Option(None, min=1, help="Train on the first N training images only."),
     latent_vars: int = typer.Option(30, min=1, help="D: number of categorical variables."),
     classes: int = typer.Option(10, min=2, help="K: classes per variable."),
-    hidden: int = typer.Option(500, min=1, help="Hidden units of encoder and decoder."),
+    hidden: str = typer.Option("500", help="Hidden layer widths of the encoder, input side first, e.g. 512,256 "
+                               "(the decoder mirrors them)."),
+    activation: Activation = typer.Option("softplus", help="Activation of the hidden layers (the thesis: softplus)."),
+    optimizer: Optimizer = typer.Option("adam", help="adam (the thesis) or radam (torch.optim)."),
+    dataset: Dataset = typer.Option("mnist", help="Data set, in MNIST's IDX file layout (any image size: the "
+                                    "files' header gives it)."),
+    binarize: Binarize = typer.Option("threshold", help="; ".join(f"{k} = {v}" for k, v in BINARIZATIONS.items())
+                                      + "."),
     data_dir: Optional[Path] = DATA_DIR,
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
@@ -130,7 +154,7 @@ def train(
     quiet: bool = QUIET,
     hparams: dict = None,
 ) -> None:
-    """Train a discrete VAE on MNIST; writes a run folder with config, metrics and checkpoints.
+    """Train a discrete VAE (default: on MNIST); writes a run folder with config, metrics and checkpoints.
 
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
     Ctrl-C, SIGTERM or SIGHUP keeps the last complete epoch (exit 130, 143, 129); continue with
@@ -139,6 +163,7 @@ def train(
     go to stdout, one a line.
     """
     from ..distributed import is_main
+    from ..data import describe
     from ..model import ModelConfig
     from ..progress import for_terminal
     from ..multirun import resume_group, train_seeds
@@ -162,11 +187,14 @@ def train(
                     run_dirs = [resume_run(resume, *changes)]
             else:
                 check_method_settings(method.value, hparams)
+                widths = parse_widths(hidden)
+                data = describe(dataset.value, data_dir_arg(data_dir), binarize.value)
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,
-                    compile=compile,
-                    model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=hidden),
+                    compile=compile, optimizer=optimizer.value, data=data,
+                    model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=widths,
+                                      input_size=data.pixels, activation=activation.value),
                 )
                 output = output or default_out(config.method)
                 if seeds is not None:

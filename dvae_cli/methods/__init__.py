@@ -11,6 +11,7 @@ from ..errors import DVAEError
 from .base import Method, Noise, PresetNoise, Step
 from .dtp import DTP
 from .gumbel import Gumbel
+from .loss import MethodLoss
 from .reinmax import ReinMax
 from .rloo import RLOO
 from .st import StraightThrough
@@ -52,4 +53,4 @@ def make_method(name: str, hparams: dict | None = None) -> Method:
     return cls(config)
 
 
-__all__ = ["METHODS", "Method", "Noise", "PresetNoise", "Step", "UnknownSettings", "get_method", "make_method"]
+__all__ = ["METHODS", "Method", "MethodLoss", "Noise", "PresetNoise", "Step", "UnknownSettings", "get_method", "make_method"]
