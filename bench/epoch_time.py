@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dvae_cli.data import FILES, resolve_data_dir
+from dvae_cli.data import MNIST, resolve_data_dir
 from dvae_cli.methods import Noise, make_method
 from dvae_cli.model import DiscreteVAE, ModelConfig
 from dvae_cli.train import Run, TrainConfig
@@ -80,7 +80,7 @@ def textbook_epoch_seconds(data_dir: Path, method: str, device: str = "cpu", clo
     root = Path(tempfile.mkdtemp())
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for stem in FILES.values():
+    for stem in MNIST.files.values():
         os.symlink(data_dir / f"{stem}.gz", raw / f"{stem}.gz")  # torchvision extracts them, no download
     dataset = datasets.MNIST(str(root), train=True, download=True, transform=transforms.ToTensor())
     loader = DataLoader(Subset(dataset, range(50_000)), batch_size=100, shuffle=True)

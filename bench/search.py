@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from dvae_cli.checkpoint import load_checkpoint
-from dvae_cli.data import FILES, resolve_data_dir
+from dvae_cli.data import MNIST, resolve_data_dir
 from dvae_cli.search import (ASYMMETRIC, HAMMING, KINDS, SearchIndex, brute_force, bytes_per_code, load_faiss,
                              one_hot_pq, pq_codes, query_log_pi)
 
@@ -133,11 +133,11 @@ def main() -> None:
     print(f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} thread(s)")
     ckpt = load_checkpoint(args.ckpt)
     folder = resolve_data_dir()
-    files = {stem: next(folder.glob(f"{stem}*")) for stem in (FILES["train"], FILES["test"])}
-    real = SearchIndex.from_images(ckpt, files[FILES["train"]], kinds=()).codes
+    files = {stem: next(folder.glob(f"{stem}*")) for stem in (MNIST.files["train"], MNIST.files["test"])}
+    real = SearchIndex.from_images(ckpt, files[MNIST.files["train"]], kinds=()).codes
     from dvae_cli.inputs import open_images
 
-    test = open_images(files[FILES["test"]])
+    test = open_images(files[MNIST.files["test"]])
     log_pi = query_log_pi(ckpt.model, next(test.raw_chunks(args.queries))[:args.queries])
     query_codes = log_pi.argmax(axis=2)
     classes = ckpt.model.config.classes

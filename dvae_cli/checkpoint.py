@@ -146,7 +146,7 @@ def _model_config(metadata: dict[str, str], path: Path) -> ModelConfig:
 
 
 def _data_config(metadata: dict[str, str], path: Path) -> DataConfig:
-    """The checkpoint's data description; one saved before data sets were recorded learned MNIST."""
+    """The checkpoint's data description; one saved before data sets were recorded learned the default (DEFAULT_DATA)."""
     if "data" not in metadata:
         return DEFAULT_DATA
     try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 
 if TYPE_CHECKING:
     import torch
@@ -90,13 +90,13 @@ class DataConfig:
         for name in ("height", "width"):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= MAX_SIDE:
-                raise DVAEError(f"data setting {name} must be an integer from 1 to {MAX_SIDE}, got {value!r}")
+                raise SettingError(Setting(name), f" must be an integer from 1 to {MAX_SIDE}, got {value!r}")
         if self.binarize not in BINARIZATIONS:
-            raise DVAEError(f"data setting binarize must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
+            raise SettingError(Setting("binarize"), f" must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
         if type(self.valid_size) is not int or self.valid_size < 0:
-            raise DVAEError(f"data setting valid_size must be a non-negative integer, got {self.valid_size!r}")
+            raise SettingError(Setting("valid_size"), f" must be a non-negative integer, got {self.valid_size!r}")
         if type(self.eval_seed) is not int or not 0 <= self.eval_seed < 2**63:
-            raise DVAEError(f"data setting eval_seed must be an integer from 0 to 2^63 - 1, got {self.eval_seed!r}")
+            raise SettingError(Setting("eval_seed"), f" must be an integer from 0 to 2^63 - 1, got {self.eval_seed!r}")
 
     @property
     def pixels(self) -> int:
@@ -137,14 +137,14 @@ def default_cache_dir(dataset: IdxDataset = MNIST) -> Path:
     return Path(base) / "dvae" / dataset.name
 
 
-def _missing_message(folder: Path, how: str, dataset: IdxDataset) -> str:
+def _missing(folder: Path, how: str | Setting, dataset: IdxDataset) -> SettingError:
     images = ", ".join(f"{dataset.files[key]}.gz" for key in IMAGE_FILES)
     labels = ", ".join(f"{stem}" for key, stem in dataset.files.items() if key not in IMAGE_FILES)
-    return (
-        f"{dataset.title} not found in {folder} ({how}).\n"
+    return SettingError(
+        f"{dataset.title} not found in {folder} (", how, ").\n"
         f"dvae needs its original IDX image files (gzip or raw): {images} (the label files {labels} "
         f"are not needed), in the folder or in its {dataset.torchvision}/raw (torchvision's layout).\n"
-        f"Pass the folder with --data-dir DIR or the environment variable {ENV_DATA_DIR}=DIR; "
+        "Pass the folder with ", Setting("data_dir"), f" DIR or the environment variable {ENV_DATA_DIR}=DIR; "
         f"otherwise dvae looks in {default_cache_dir(dataset)} and, if they are not there, tries to "
         f"download them with torchvision, checking their checksums (needs internet access)."
     )
@@ -177,7 +177,7 @@ def _download(folder: Path, dataset: IdxDataset) -> None:
             except Exception:  # noqa: BLE001 - any network failure: try the next mirror
                 continue
         else:
-            raise DVAEError(_missing_message(folder, "the download failed: are you offline?", dataset))
+            raise _missing(folder, "the download failed: are you offline?", dataset)
 
 
 def _has_images(folder: Path, dataset: IdxDataset) -> bool:
@@ -188,7 +188,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool =
                      dataset: IdxDataset = MNIST) -> Path:
     """The folder holding the data set: `data_dir`, else $DVAE_DATA_DIR, else the cache (downloading)."""
     if data_dir is not None:
-        folder, how = Path(data_dir), "from --data-dir"
+        folder, how = Path(data_dir), Setting("data_dir")
     elif os.environ.get(ENV_DATA_DIR):
         folder, how = Path(os.environ[ENV_DATA_DIR]), f"from ${ENV_DATA_DIR}"
     else:
@@ -196,7 +196,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool =
         if download and not _has_images(folder, dataset):
             _download(folder, dataset)
     if not _has_images(folder, dataset):
-        raise DVAEError(_missing_message(folder, how, dataset))
+        raise _missing(folder, how, dataset)
     return folder
 
 
@@ -272,8 +272,8 @@ def load_images(split: str, data_dir: str | os.PathLike | None = None, data: Dat
     path = split_file(split, data_dir, data)
     images = read_idx(path, kind="images")
     if images.shape[1:] != data.shape:
-        raise DVAEError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the model learned "
-                        f"{data.describe()}; point --data-dir at that data set")
+        raise SettingError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the model learned "
+                           f"{data.describe()}; point ", Setting("data_dir"), " at that data set")
     if split == "test":
         return images
     valid = data.valid_size

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 
 TIMEOUT_ENV = "DVAE_DIST_TIMEOUT"  # seconds a collective may wait for the other processes
 DEFAULT_TIMEOUT = 600.0
@@ -34,12 +34,12 @@ def resolve_device(name: str) -> torch.device:
     if kind not in ("cpu", "cuda", "mps") or colon and not (kind == "cuda" and index.isdigit()):
         raise DVAEError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise DVAEError(f"--device {name}: no CUDA device is available (try --device cpu)")
+        raise SettingError(Setting("device"), f" {name}: no CUDA device is available (try ", Setting("device"), " cpu)")
     if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise DVAEError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+        raise SettingError(Setting("device"), f" {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                         f"numbered from 0")
     if kind == "mps" and not torch.backends.mps.is_available():
-        raise DVAEError("--device mps: Apple's MPS is not available (try --device cpu)")
+        raise SettingError(Setting("device"), " mps: Apple's MPS is not available (try ", Setting("device"), " cpu)")
     return torch.device(name)
 
 

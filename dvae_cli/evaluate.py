@@ -93,7 +93,7 @@ def evaluate(
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
-    """All metrics of `model` on `data` (N, 784), averaged per image.
+    """All metrics of `model` on `data` (N, pixels), averaged per image.
 
     ELBO terms use one exact one-hot sample per image; `iw_samples` (0 = skip) sets the
     importance-weighted bound. `on_batch(n)` is called after each batch of n images.

@@ -1,7 +1,7 @@
 """What the model learned, as arrays and as figures: the encoder's probabilities pi (thesis
 Figure 5.1), reconstructions (Figure 5.2), prior samples, per-variable traversals, learning curves.
 
-The array functions take a model and binarized images (N, 784) and return numpy arrays.
+The array functions take a model and its targets (N, pixels) and return numpy arrays.
 The figure functions take those arrays and return matplotlib Figures (no pyplot, no display);
 `save_figure` writes one as PNG, SVG or PDF. Digits are drawn ink-black on white, each pixel a
 `scale` x `scale` block (no interpolation), GAP-pixel grey lines between them (`tile`: the one grid
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data import DEFAULT_DATA
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .model import DiscreteVAE, one_hot_argmax
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-SIDE = 28  # MNIST images are SIDE x SIDE
 DPI = 100
 GAP = 2  # pixels between two digits of a grid
 GAP_RGB = (200, 200, 200)
@@ -64,13 +64,13 @@ def mean_pi(model: DiscreteVAE, x: Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def reconstruct(model: DiscreteVAE, x: Tensor) -> np.ndarray:
-    """Bernoulli means (N, 784) decoded from each image's most likely one-hot code."""
+    """Bernoulli means (N, pixels) decoded from each image's most likely one-hot code."""
     return torch.sigmoid(model.decode(one_hot_argmax(model.encode(x)))).cpu().numpy()
 
 
 @torch.no_grad()
 def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
-    """Bernoulli means (n, 784) decoded from n one-hot codes drawn uniformly (the prior)."""
+    """Bernoulli means (n, pixels) decoded from n one-hot codes drawn uniformly (the prior)."""
     cfg = model.config
     generator = torch.Generator().manual_seed(seed)
     classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
@@ -80,7 +80,7 @@ def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
 
 @torch.no_grad()
 def traversal(model: DiscreteVAE, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """For one image (784,): Bernoulli means (D, K, 784) where [v, k] decodes the image's most
+    """For one image (pixels,): Bernoulli means (D, K, pixels) where [v, k] decodes the image's most
     likely code with variable v set to class k; and that code's classes (D,)."""
     cfg = model.config
     code = one_hot_argmax(model.encode(x.view(1, -1)))[0]  # (D, K)
@@ -91,26 +91,28 @@ def traversal(model: DiscreteVAE, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return means.view(cfg.latent_vars, cfg.classes, -1).cpu().numpy(), code.argmax(-1).cpu().numpy()
 
 
-def tile(images: np.ndarray, scale: int) -> np.ndarray:
-    """A grid of digits (R, C, 784) with values in [0, 1] (NaN = empty slot) as an RGB uint8
-    picture: ink black on white, each pixel a scale x scale block, GAP-pixel lines between digits."""
+def tile(images: np.ndarray, shape: tuple[int, int], scale: int) -> np.ndarray:
+    """A grid of images (R, C, pixels) of `shape` (height, width) with values in [0, 1] (NaN = empty
+    slot) as an RGB uint8 picture: ink black on white, each pixel a scale x scale block, GAP-pixel
+    lines between images."""
     rows, cols = images.shape[:2]
-    cell = SIDE * scale
-    picture = np.empty((rows * (cell + GAP) + GAP, cols * (cell + GAP) + GAP, 3), np.uint8)
+    high, wide = shape[0] * scale, shape[1] * scale
+    picture = np.empty((rows * (high + GAP) + GAP, cols * (wide + GAP) + GAP, 3), np.uint8)
     picture[:] = GAP_RGB
-    gray = np.rint(255 * (1 - np.clip(images, 0, 1))).reshape(rows, cols, SIDE, SIDE)
+    gray = np.rint(255 * (1 - np.clip(images, 0, 1))).reshape(rows, cols, *shape)
     gray = gray.repeat(scale, axis=2).repeat(scale, axis=3)
     for r in range(rows):
         for c in range(cols):
             if not np.isnan(images[r, c]).any():
-                top, left = GAP + r * (cell + GAP), GAP + c * (cell + GAP)
-                picture[top : top + cell, left : left + cell] = gray[r, c, :, :, None]
+                top, left = GAP + r * (high + GAP), GAP + c * (wide + GAP)
+                picture[top : top + high, left : left + wide] = gray[r, c, :, :, None]
     return picture
 
 
-def tile_centers(n: int, scale: int) -> list[float]:
-    """Pixel coordinates of the centres of n digits along one side of a `tile` picture."""
-    cell = SIDE * scale
+def tile_centers(n: int, side: int, scale: int) -> list[float]:
+    """Pixel coordinates of the centres of n images along one side of a `tile` picture; `side` is
+    the images' size along it (height for rows, width for columns)."""
+    cell = side * scale
     return [GAP + i * (cell + GAP) + cell / 2 for i in range(n)]
 
 
@@ -140,63 +142,65 @@ def _picture_figure(picture: np.ndarray, margins: tuple[int, int, int, int]) -> 
 
 
 def reconstructions_figure(x: np.ndarray, recon: np.ndarray, title: str, columns: int = 10,
-                           scale: int = 2) -> Figure:
-    """Inputs (N, 784) above their reconstructions, `columns` per row pair (thesis Figure 5.2)."""
+                           scale: int = 2, shape: tuple[int, int] = DEFAULT_DATA.shape) -> Figure:
+    """Inputs (N, pixels) above their reconstructions, `columns` per row pair (thesis Figure 5.2);
+    `shape` is the images' (height, width)."""
     n = len(x)
     columns = min(columns, n)
     blocks = -(-n // columns)
     grid = np.full((blocks, 2, columns, x.shape[1]), np.nan)
     for i in range(n):
         grid[i // columns, :, i % columns] = x[i], recon[i]
-    picture = tile(grid.reshape(2 * blocks, columns, -1), scale)
+    picture = tile(grid.reshape(2 * blocks, columns, -1), shape, scale)
     fig, ax = _picture_figure(picture, RECON_MARGINS)
     ax.set_xticks([])
-    ax.set_yticks(tile_centers(2 * blocks, scale), ["input", "reconstr."] * blocks)
+    ax.set_yticks(tile_centers(2 * blocks, shape[0], scale), ["input", "reconstr."] * blocks)
     ax.set_title(title, fontsize=9, loc="left")
     return fig
 
 
-def samples_figure(images: np.ndarray, title: str, columns: int = 8, scale: int = 2) -> Figure:
-    """Generated digits (n, 784) in a grid of `columns` columns."""
+def samples_figure(images: np.ndarray, title: str, columns: int = 8, scale: int = 2,
+                   shape: tuple[int, int] = DEFAULT_DATA.shape) -> Figure:
+    """Generated images (n, pixels) of `shape` in a grid of `columns` columns."""
     n = len(images)
     columns = min(columns, n)
     grid = np.full((-(-n // columns) * columns, images.shape[1]), np.nan)
     grid[:n] = images
-    fig, ax = _picture_figure(tile(grid.reshape(-1, columns, grid.shape[1]), scale), SAMPLES_MARGINS)
+    fig, ax = _picture_figure(tile(grid.reshape(-1, columns, grid.shape[1]), shape, scale), SAMPLES_MARGINS)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9, loc="left")
     return fig
 
 
 def traversal_figure(grid: np.ndarray, code: np.ndarray, x: np.ndarray, recon: np.ndarray,
-                     title: str, scale: int = 2) -> Figure:
-    """The (D, K, 784) traversal grid, the image's own class framed in red in each row;
+                     title: str, scale: int = 2, shape: tuple[int, int] = DEFAULT_DATA.shape) -> Figure:
+    """The (D, K, pixels) traversal grid, the image's own class framed in red in each row;
     the input and its reconstruction on the left."""
     variables, classes = grid.shape[:2]
     left, top, right, bottom = TRAVERSE_MARGINS
-    side = tile(np.stack([x, recon])[:, None], scale)  # input above reconstruction
-    cell = SIDE * scale + GAP
-    fig, ax = _picture_figure(tile(grid, scale), (left + side.shape[1] + TRAVERSE_SPACING, top, right, bottom))
+    side = tile(np.stack([x, recon])[:, None], shape, scale)  # input above reconstruction
+    high, wide = shape[0] * scale + GAP, shape[1] * scale + GAP
+    fig, ax = _picture_figure(tile(grid, shape, scale), (left + side.shape[1] + TRAVERSE_SPACING, top, right, bottom))
     ax.xaxis.tick_top()
     ax.xaxis.set_label_position("top")
-    ax.set_xticks(tile_centers(classes, scale), range(classes))
-    ax.set_yticks(tile_centers(variables, scale), range(variables), fontsize=7)
+    ax.set_xticks(tile_centers(classes, shape[1], scale), range(classes))
+    ax.set_yticks(tile_centers(variables, shape[0], scale), range(variables), fontsize=7)
     ax.set_xlabel("class k")
     ax.set_ylabel("variable v (set to class k, the others kept)")
     for v in range(variables):  # frame each row's own class: the unchanged code
-        ax.add_patch(_frame(code[v] * cell, v * cell, cell + GAP))
+        ax.add_patch(_frame(code[v] * wide, v * high, wide + GAP, high + GAP))
     side_ax = _place(fig, side, left, top)
     side_ax.set_xticks([])
-    side_ax.set_yticks(tile_centers(2, scale), ["input", "reconstr."])
+    side_ax.set_yticks(tile_centers(2, shape[0], scale), ["input", "reconstr."])
     fig.suptitle(title, x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
     return fig
 
 
-def _frame(x: float, y: float, size: float) -> Rectangle:
-    """A red outline of the digit whose tile (gap included) starts at (x, y)."""
+def _frame(x: float, y: float, width: float, height: float) -> Rectangle:
+    """A red outline of the image whose tile (gap included) starts at (x, y)."""
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x + GAP / 2, y + GAP / 2), size - GAP, size - GAP, fill=False,
+    return Rectangle((x + GAP / 2, y + GAP / 2), width - GAP, height - GAP, fill=False,
                      edgecolor=np.array(HIGHLIGHT_RGB) / 255, linewidth=1.5)
 
 

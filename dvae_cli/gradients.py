@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import Checkpoint
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 from .methods import Method, Noise, make_method
 from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter
@@ -103,7 +103,7 @@ def reference_gradient(model: DiscreteVAE, x: Tensor, samples: int, generator: t
     so the samples only accumulate c, chunk by chunk, and one backward pass per group follows.
     """
     if groups < 2 or samples < 2 * groups:
-        raise DVAEError(f"--reference-samples must be at least {2 * groups} (2 per group of {groups})")
+        raise SettingError(Setting("reference_samples"), f" must be at least {2 * groups} (2 per group of {groups})")
     reporter = reporter or Reporter()
     start_time = time.perf_counter()
     cfg, batch = model.config, len(x)
@@ -177,7 +177,7 @@ def compare(model: DiscreteVAE, x: Tensor, estimator: Estimator, reference: Refe
     (KL weight beta, 0 by default) is compared whole with the reference's reconstruction part.
     """
     if repeats < 2:
-        raise DVAEError("--repeats must be at least 2 (the variance needs two draws)")
+        raise SettingError(Setting("repeats"), " must be at least 2 (the variance needs two draws)")
     reporter = reporter or Reporter()
     start_time = time.perf_counter()
     loss = MethodLoss(model, estimator.method)

@@ -1,7 +1,8 @@
-"""Images to encode: a .npy array, an MNIST IDX file, a PNG or a folder of PNGs, or a .npy on stdin.
+"""Images to encode: a .npy array, an IDX file, a PNG or a folder of PNGs, or a .npy on stdin.
 
-Every source is checked (shape, dtype, range, NaN) and binarized exactly as in training
-(uint8 x/255 >= 0.5, float x >= 0.5, bool as is). `.npy` files and stdin are read in chunks,
+Every source is checked against the image size of the model's data set (DataConfig: shape, dtype,
+range, NaN) and turned into the targets the model learned, exactly as in training (threshold: uint8
+x/255 >= 0.5, float x >= 0.5, bool as is; none: grey values; dynamic: its fixed evaluation draw). `.npy` files and stdin are read in chunks,
 never memory-mapped or loaded whole, so resident memory stays bounded for any N; nothing
 is ever unpickled.
 
@@ -11,6 +12,7 @@ Owns: reading and checking images to encode. Must not: run a model or know code 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import sys
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from .data import binarize, read_idx
+from .data import DEFAULT_DATA, DataConfig, read_idx, targets
 from .errors import DVAEError
 
 if TYPE_CHECKING:
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 # what numpy's .npy header parser raises on bad bytes (it tokenizes and literal-evals the header)
 NPY_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, EOFError, OSError)
 
-SIDE = 28
-PIXELS = SIDE * SIDE
 NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHUNK = 8192  # images per chunk: big enough for fast matrix products, small enough for < 1 GB resident
@@ -40,20 +40,21 @@ IDENTITY_IMAGES = 1024  # the first images of an input that its identity hashes 
 
 @dataclass
 class ImageSource:
-    """An opened, checked image source: `len()` images, yielded binarized by `chunks()`."""
+    """An opened, checked image source: `len()` images of `data`'s size, yielded as its targets by `chunks()`."""
 
     name: str
     count: int
-    raw_chunks: Callable[[int], Iterator[np.ndarray]]  # arrays (n, 28, 28) or (n, 784) as stored
+    raw_chunks: Callable[[int], Iterator[np.ndarray]]  # arrays (n, height, width) or (n, pixels) as stored
+    data: DataConfig = DEFAULT_DATA
 
     def __len__(self) -> int:
         return self.count
 
     def chunks(self, size: int = CHUNK) -> Iterator[torch.Tensor]:
-        """The images as float32 (n, 784) tensors of 0/1, at most `size` per chunk."""
+        """The images as float32 (n, pixels) targets, at most `size` per chunk."""
         first = 0
         for raw in self.raw_chunks(size):
-            yield binarize_array(raw, self.name, first)
+            yield binarize_array(raw, self.name, first, self.data)
             first += len(raw)
 
 
@@ -66,32 +67,40 @@ def _check_dtype(dtype: np.dtype, name: str) -> None:
                         f"float in [0, 1] or bool{hint}")
 
 
-def _check_shape(shape: tuple[int, ...], name: str) -> None:
-    if not (len(shape) == 3 and shape[1:] == (SIDE, SIDE) or len(shape) == 2 and shape[1] == PIXELS):
-        raise DVAEError(f"{name}: images must have shape (N, 28, 28) or (N, 784); got {shape}")
+def is_image_shape(shape: tuple[int, ...], data: DataConfig = DEFAULT_DATA) -> bool:
+    """Whether an array of `shape` holds images of `data`'s size: (N, height, width) or (N, pixels)."""
+    return len(shape) == 3 and tuple(shape[1:]) == data.shape or len(shape) == 2 and shape[1] == data.pixels
 
 
-def binarize_array(array: np.ndarray, name: str = "images", first: int = 0) -> torch.Tensor:
-    """Check an image array (uint8 0-255, float in [0, 1] or bool; (N, 28, 28) or (N, 784))
-    and binarize it as in training: float32 (N, 784) of 0/1. `first` numbers the images in errors."""
+def _check_shape(shape: tuple[int, ...], name: str, data: DataConfig) -> None:
+    if not is_image_shape(shape, data):
+        raise DVAEError(f"{name}: images must have shape (N, {data.height}, {data.width}) or (N, {data.pixels}) "
+                        f"(the model learned {data.describe()}); got {shape}")
+
+
+def binarize_array(array: np.ndarray, name: str = "images", first: int = 0,
+                   data: DataConfig = DEFAULT_DATA) -> torch.Tensor:
+    """Check an image array (uint8 0-255, float in [0, 1] or bool; (N, height, width) or (N, pixels))
+    and make it the targets of `data` as in training: float32 (N, pixels). `first` numbers the images
+    in errors."""
     import torch  # here, not at the top: opening and checking sources needs no torch
 
     array = np.asarray(array)
     _check_dtype(array.dtype, name)
-    _check_shape(array.shape, name)
-    flat = array.reshape(len(array), PIXELS)
+    _check_shape(array.shape, name, data)
+    flat = array.reshape(len(array), data.pixels)
     if array.dtype.kind == "f":
         bad = ~((flat >= 0) & (flat <= 1))  # NaN fails both comparisons
         if bad.any():
             row = int(bad.any(axis=1).argmax())
             value = flat[row][bad[row]][0]
             raise DVAEError(f"{name}: image {first + row} has the value {value}; float images must lie in [0, 1]")
-        bits = flat >= 0.5
-    elif array.dtype == np.uint8:
-        return binarize(flat)  # exactly the training binarization
-    else:
-        bits = flat
-    return torch.from_numpy(bits.astype(np.float32))
+        if data.binarize == "threshold":
+            return torch.from_numpy((flat >= 0.5).astype(np.float32))
+        flat = np.rint(flat * 255).astype(np.uint8)  # the grey levels a uint8 image of it has
+    elif array.dtype != np.uint8:
+        return torch.from_numpy(flat.astype(np.float32))  # bool: already 0/1
+    return targets(flat, data)  # exactly the training targets
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
@@ -106,7 +115,7 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _npy_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _npy_header(stream: BinaryIO, name: str, data: DataConfig) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Shape, Fortran order and dtype from a .npy header, checked; no unpickling."""
     try:
         version = np.lib.format.read_magic(stream)
@@ -119,14 +128,14 @@ def _npy_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.
     except NPY_ERRORS as e:
         raise DVAEError(f"{name}: not a valid .npy file ({e})") from None
     _check_dtype(dtype, name)
-    _check_shape(shape, name)
+    _check_shape(shape, name, data)
     return shape, fortran, dtype
 
 
 def _npy_rows(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, name: str,
               size: int) -> Iterator[np.ndarray]:
     """The array's rows, `size` at a time, read from just after the header."""
-    row_bytes = dtype.itemsize * PIXELS
+    row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
     if fortran:  # column-major: the rows are interleaved, so this rare case is read whole
         data = _read_exact(stream, shape[0] * row_bytes)
         if len(data) < shape[0] * row_bytes:
@@ -145,9 +154,9 @@ def _npy_rows(stream: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np
         yield np.frombuffer(data, dtype).reshape(rows, *shape[1:])
 
 
-def _npy_file(path: Path) -> ImageSource:
+def _npy_file(path: Path, data: DataConfig) -> ImageSource:
     with path.open("rb") as f:
-        shape, fortran, dtype = _npy_header(f, str(path))
+        shape, fortran, dtype = _npy_header(f, str(path), data)
         offset = f.tell()
 
     def raw_chunks(size: int) -> Iterator[np.ndarray]:
@@ -155,7 +164,7 @@ def _npy_file(path: Path) -> ImageSource:
             f.seek(offset)
             yield from _npy_rows(f, shape, fortran, dtype, str(path), size)
 
-    return ImageSource(str(path), shape[0], raw_chunks)
+    return ImageSource(str(path), shape[0], raw_chunks, data)
 
 
 class _Replay(io.RawIOBase):
@@ -171,20 +180,20 @@ class _Replay(io.RawIOBase):
         return self.stream.read(size)
 
 
-def _npy_stream(stream: BinaryIO, name: str) -> ImageSource:
+def _npy_stream(stream: BinaryIO, name: str, data: DataConfig) -> ImageSource:
     """A .npy on a stream. Its first images are read up front and kept, so that `identity` can hash
     them before the images are read once from the start."""
-    shape, fortran, dtype = _npy_header(stream, name)
+    shape, fortran, dtype = _npy_header(stream, name, data)
     if fortran:  # column-major: read whole anyway
         return in_memory(next(_npy_rows(stream, shape, fortran, dtype, name, max(shape[0], 1)),
-                              np.zeros(shape, dtype)), name)
-    head = _read_exact(stream, min(shape[0], IDENTITY_IMAGES) * dtype.itemsize * PIXELS)
+                              np.zeros(shape, dtype)), name, data)
+    head = _read_exact(stream, min(shape[0], IDENTITY_IMAGES) * dtype.itemsize * data.pixels)
     return ImageSource(name, shape[0], lambda size: _npy_rows(_Replay(head, stream), shape, fortran, dtype,
-                                                               name, size))
+                                                               name, size), data)
 
 
-def _png(path: Path) -> np.ndarray:
-    """One 28x28 grayscale PNG as uint8 (28, 28)."""
+def _png(path: Path, data: DataConfig) -> np.ndarray:
+    """One grayscale PNG of the data set's size as uint8 (height, width)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -193,67 +202,72 @@ def _png(path: Path) -> np.ndarray:
                 raise DVAEError(f"{path}: not a PNG file ({image.format})")
             if image.mode not in ("L", "1"):
                 raise DVAEError(f"{path}: PNG mode {image.mode}; images must be 8-bit grayscale (mode L)")
-            if image.size != (SIDE, SIDE):
-                raise DVAEError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected 28x28")
+            if image.size != (data.width, data.height):
+                raise DVAEError(f"{path}: image is {image.size[0]}x{image.size[1]} (width x height), expected "
+                                f"{data.width}x{data.height} (the model learned {data.describe()})")
             return np.asarray(image.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
         raise DVAEError(f"{path}: not a readable PNG file ({e})") from None
 
 
-def _png_files(paths: list[Path], name: str) -> ImageSource:
+def _png_files(paths: list[Path], name: str, data: DataConfig) -> ImageSource:
     def raw_chunks(size: int) -> Iterator[np.ndarray]:
         for start in range(0, len(paths), size):
-            yield np.stack([_png(p) for p in paths[start:start + size]])
+            yield np.stack([_png(p, data) for p in paths[start:start + size]])
 
-    return ImageSource(name, len(paths), raw_chunks)
+    return ImageSource(name, len(paths), raw_chunks, data)
 
 
-def in_memory(array: np.ndarray, name: str = "images") -> ImageSource:
+def in_memory(array: np.ndarray, name: str = "images", data: DataConfig = DEFAULT_DATA) -> ImageSource:
     """An image source over an array already in memory."""
-    return ImageSource(name, len(array), lambda size: (array[i:i + size] for i in range(0, len(array), size)))
+    return ImageSource(name, len(array), lambda size: (array[i:i + size] for i in range(0, len(array), size)), data)
 
 
-def open_images(source: str | Path, stdin: BinaryIO | None = None) -> ImageSource:
-    """Open and check an image source: a .npy file, an MNIST IDX file (gzip or raw), a PNG, a folder
-    of PNGs (sorted by name), or "-" for a .npy stream on `stdin` (default: the process's stdin)."""
+def open_images(source: str | Path, stdin: BinaryIO | None = None, data: DataConfig = DEFAULT_DATA) -> ImageSource:
+    """Open and check an image source of `data`'s image size: a .npy file, an IDX file (gzip or raw), a
+    PNG, a folder of PNGs (sorted by name), or "-" for a .npy stream on `stdin` (default: the process's stdin)."""
     if str(source) == "-":
-        return _npy_stream(stdin or sys.stdin.buffer, "stdin")
+        return _npy_stream(stdin or sys.stdin.buffer, "stdin", data)
     path = Path(source)
     if path.is_dir():
         pngs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())
         if not pngs:
             raise DVAEError(f"{path}: folder without .png files")
-        return _png_files(pngs, str(path))
+        return _png_files(pngs, str(path), data)
     try:
         with path.open("rb") as f:
             magic = f.read(8)
     except OSError as e:
         raise DVAEError(f"{path}: cannot read it ({e.strerror})") from None
     if magic.startswith(NPY_MAGIC):
-        return _npy_file(path)
+        return _npy_file(path, data)
     if magic == PNG_MAGIC:
-        return _png_files([path], str(path))
+        return _png_files([path], str(path), data)
     if magic[:2] == b"\x1f\x8b" or magic[:3] == b"\x00\x00\x08":
-        return in_memory(read_idx(path, kind="images"), str(path))
-    raise DVAEError(f"{path}: not an image file dvae reads: expected a .npy array, an MNIST IDX file "
+        images = read_idx(path, kind="images")
+        _check_shape(images.shape, str(path), data)
+        return in_memory(images, str(path), data)
+    raise DVAEError(f"{path}: not an image file dvae reads: expected a .npy array, an IDX file "
                     f"(gzip or raw), a PNG or a folder of PNGs")
 
 
-def read_images(source: str | Path, stdin: BinaryIO | None = None) -> torch.Tensor:
-    """All images of a source (see `open_images`) as one float32 (N, 784) tensor of 0/1."""
+def read_images(source: str | Path, stdin: BinaryIO | None = None, data: DataConfig = DEFAULT_DATA) -> torch.Tensor:
+    """All images of a source (see `open_images`) as one float32 (N, pixels) tensor of `data`'s targets."""
     import torch
 
-    return torch.cat([torch.zeros(0, PIXELS), *open_images(source, stdin).chunks()])
+    return torch.cat([torch.zeros(0, data.pixels), *open_images(source, stdin, data).chunks()])
 
 
 def identity(images: ImageSource) -> str:
     """The identity of an input that codes files record (docs/CODES.md): the first 16 hex digits of
     the SHA-256 of its image count N (uint64, little-endian) followed by its first min(N, 1024)
-    images binarized as in training, 784 bytes of 0 or 1 each, row by row. Shards of one input
-    agree on it whatever container (.npy, IDX, PNGs, stdin) or path the images came in."""
+    images thresholded at 0.5 (whatever the model's binarization), one byte of 0 or 1 a pixel, row by
+    row. Shards of one input agree on it whatever container (.npy, IDX, PNGs, stdin) or
+    path the images came in."""
     digest = hashlib.sha256(len(images).to_bytes(8, "little"))
     if len(images):
         with contextlib.closing(images.raw_chunks(IDENTITY_IMAGES)) as chunks:
             first = next(chunks)[:IDENTITY_IMAGES]
-        digest.update(binarize_array(first, images.name).numpy().astype(np.uint8).tobytes())
+        thresholded = dataclasses.replace(images.data, binarize="threshold")
+        digest.update(binarize_array(first, images.name, data=thresholded).numpy().astype(np.uint8).tobytes())
     return digest.hexdigest()[:16]

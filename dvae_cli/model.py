@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import DEFAULT_DATA
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 
 MAX_PARAMETERS = 1 << 28  # a sane ceiling (1 GiB of float32) checked before anything is allocated
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "leakyrelu": nn.LeakyReLU}
@@ -28,8 +28,8 @@ class ModelConfig:
     """Network shape: D categorical variables of K classes; the encoder's hidden layers (the decoder
     mirrors them) and their activation; the input size comes from the data set (DataConfig.pixels).
 
-    `hidden` is one width (the thesis: 500) or a tuple of widths, e.g. (512, 256) for 784-512-256-(DxK)
-    and (DxK)-256-512-784. Records made before `activation` existed are softplus networks."""
+    `hidden` is one width (the thesis: 500) or a tuple of widths, e.g. (512, 256) for P-512-256-(DxK)
+    and (DxK)-256-512-P, P pixels. Records made before `activation` existed are softplus networks."""
 
     latent_vars: int = 30  # D
     classes: int = 10  # K
@@ -43,15 +43,15 @@ class ModelConfig:
             object.__setattr__(self, "hidden", hidden := tuple(hidden) if len(hidden) != 1 else hidden[0])
         widths = hidden if isinstance(hidden, tuple) else (hidden,)
         if not widths:
-            raise DVAEError("model setting hidden needs at least one layer width")
+            raise SettingError(Setting("hidden"), " needs at least one layer width")
         for name, value in [("latent_vars", self.latent_vars), ("classes", self.classes),
                             ("input_size", self.input_size), *(("hidden", w) for w in widths)]:
             if type(value) is not int or value < 1:
-                raise DVAEError(f"model setting {name} must be a positive integer, got {value!r}")
+                raise SettingError(Setting(name), f" must be a positive integer, got {value!r}")
         if self.classes < 2:
-            raise DVAEError(f"model setting classes must be at least 2, got {self.classes}")
+            raise SettingError(Setting("classes"), f" must be at least 2, got {self.classes}")
         if self.activation not in ACTIVATIONS:
-            raise DVAEError(f"model setting activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise SettingError(Setting("activation"), f" must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.parameter_count() > MAX_PARAMETERS:
             raise DVAEError(f"a model of {self.parameter_count():,} parameters is over dvae's ceiling of "
                             f"{MAX_PARAMETERS:,}; check D, K and the hidden sizes")

@@ -24,12 +24,13 @@ import torch
 from torch.func import functional_call, vmap
 
 from . import distributed
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 from .distributed import resolve_device
 from .methods import MethodLoss, Noise, PresetNoise, Step
 from .progress import Prefixed, Reporter
 from .runfolder import default_out, group_runs, is_run, seed_folder, write_config
-from .train import Run, TrainConfig, environment, fit, load_data, make_optimizer, resume_config, starting, writing
+from .train import (Run, TrainConfig, environment, fit, load_data, make_optimizer, resume_config, starting, train_epoch,
+                    writing)
 
 
 class RunGroup:
@@ -104,6 +105,10 @@ class RunGroup:
         self.optimizer.step()
         return step.log_lik, step.kl
 
+    def train_epoch(self, schedule: dict[str, float]) -> list[dict[str, float]]:
+        """One epoch of every run (train.train_epoch); each run's training averages."""
+        return train_epoch(self.runs, self, schedule, self.reporter)
+
     def fit(self) -> None:
         """Train every run up to its config.epochs, each checkpointing after every epoch."""
         fit(self.runs, self, self.reporter)
@@ -155,8 +160,8 @@ def train_seeds(config: TrainConfig, seeds: list[int], out: str | Path | None = 
     if not seeds:
         raise DVAEError("give at least one seed")
     if is_run(group):
-        raise DVAEError(f"{group} is a run folder; runs trained together go into a folder of their own: "
-                        "choose another --out")
+        raise SettingError(f"{group} is a run folder; runs trained together go into a folder of their own: "
+                           "choose another ", Setting("out"))
     configs = [dataclasses.replace(config, seed=seed, hparams=dict(config.hparams)) for seed in seeds]
     outs = [seed_folder(group, seed) for seed in seeds]
     with _group_folder(group):

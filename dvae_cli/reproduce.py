@@ -21,11 +21,10 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .commandline import train_command
-from .data import load_split
-from .errors import DVAEError
+from .data import DEFAULT_DATA, DataConfig, load_split
+from .errors import DVAEError, Setting, SettingError
 from .evaluate import evaluate, relaxed_log_lik
 from .fileio import atomic_write_text
-from .methods import make_method
 from .progress import Reporter
 from .distributed import resolve_device
 from .runfolder import BEST, CONFIG, STATE, read_config, read_metrics
@@ -34,7 +33,8 @@ from .train import TrainConfig, resume, train
 
 EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
 EVAL_SEED = 0  # the seed of `dvae eval`: `dvae eval RUN --split test --iw K` gives the same numbers
-MATCHED = ("method", "hparams", "model", "batch_size", "lr", "seed", "train_limit")  # must agree to reuse a run
+MATCHED = ("method", "hparams", "model", "data", "optimizer", "batch_size", "lr", "seed",
+           "train_limit")  # must agree to reuse a run
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def select_models(names: list[str] | None = None, include_all: bool = False) -> 
     if names is None:
         return THESIS_MODELS + (EXTRA_MODELS if include_all else [])
     if include_all:
-        raise DVAEError("give either --methods or --all, not both")
+        raise SettingError("give either ", Setting("methods"), " or ", Setting("all"), ", not both")
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise DVAEError(f"unknown model(s) {', '.join(map(repr, unknown))}; choose from {', '.join(MODELS)}")
@@ -148,31 +148,37 @@ def run_status(config: TrainConfig, run: Path) -> str:
     """What bringing `run` to config.epochs complete epochs takes: 'complete' (nothing), 'resumed'
     or 'trained'; an error when the folder holds a run of other settings or more epochs."""
     if (run / CONFIG).is_file():
-        saved = read_config(run)["train"]
-        hparams = dataclasses.asdict(make_method(config.method, config.hparams).config)  # defaults filled in
-        wanted = dataclasses.replace(config, hparams=hparams).to_dict()
+        try:
+            saved = TrainConfig.from_dict(read_config(run)["train"]).to_dict()  # an old record as it reads today
+        except (KeyError, TypeError) as e:
+            raise SettingError(f"{run}: corrupt run config ({e}); choose another ", Setting("out")) from None
+        wanted = config.to_dict()
         differ = [k for k in MATCHED if saved.get(k) != wanted[k]]
         if differ:
-            raise DVAEError(f"{run} holds a run with other settings ({', '.join(differ)}); choose another --out")
+            raise SettingError(f"{run} holds a run with other settings ({', '.join(differ)}); choose another ",
+                               Setting("out"))
     done = max((m["epoch"] for m in read_metrics(run)), default=0)
     if done > config.epochs:
-        raise DVAEError(f"{run} has {done} epochs, more than --epochs {config.epochs}; choose another --out")
+        raise SettingError(f"{run} has {done} epochs, more than ", Setting("epochs"), f" {config.epochs}; choose another ",
+                           Setting("out"))
     if done == config.epochs and (run / BEST).is_file():
         return "complete"
     return "resumed" if (run / STATE).is_file() else "trained"
 
 
 class Splits:
-    """The evaluation splits, loaded once and only when an evaluation is needed."""
+    """The evaluation splits of the data set the runs learned, loaded once and only when an
+    evaluation is needed."""
 
-    def __init__(self, data_dir: str | None, train_limit: int | None, device: torch.device):
-        self.data_dir, self.train_limit, self.device = data_dir, train_limit, device
+    def __init__(self, data_dir: str | None, train_limit: int | None, device: torch.device,
+                 data: DataConfig = DEFAULT_DATA):
+        self.data_dir, self.train_limit, self.device, self.data = data_dir, train_limit, device, data
         self.loaded: dict[str, torch.Tensor] = {}
 
     def __getitem__(self, split: str) -> torch.Tensor:
         if split not in self.loaded:
             limit = self.train_limit if split == "train" else None  # train: the images the runs trained on
-            self.loaded[split] = load_split(split, self.data_dir, limit, self.device)
+            self.loaded[split] = load_split(split, self.data_dir, limit, self.device, self.data)
         return self.loaded[split]
 
 
@@ -238,7 +244,7 @@ def reproduce(
     if parallel < 1:
         raise DVAEError(f"parallel must be at least 1, got {parallel}")
     out, reporter = Path(out), reporter or Reporter()
-    splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device))
+    splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device), base.data)
     rows = []
     for model, seeds in plan:
         folders = [out / f"{model.name}-seed{seed}" for seed in seeds]

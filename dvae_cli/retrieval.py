@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .codes import pack
+from .data import DEFAULT_DATA, DataConfig
 from .errors import DVAEError
 from .model import DiscreteVAE
 from .progress import Reporter
@@ -59,7 +60,7 @@ def _inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def pixel_key(db_pixels: np.ndarray, query_pixels: np.ndarray) -> Key:
-    """Binarized pixels (N, 784) of 0/1 under Hamming distance, |a| + |b| - 2 a.b; 98 bytes packed."""
+    """Binarized pixels (N, P) of 0/1 under Hamming distance, |a| + |b| - 2 a.b; P / 8 bytes packed."""
     db_ones = db_pixels.sum(1)
     return Key("binarized pixels, Hamming", db_pixels.shape[1] / 8, False,
                lambda block: query_pixels[block].sum(1)[:, None] + db_ones[None] - 2 * _inner(query_pixels[block], db_pixels))
@@ -112,18 +113,18 @@ def evaluate_key(key: Key, db_labels: np.ndarray, query_labels: np.ndarray, ks=K
 def evaluate(index: SearchIndex, db_labels: np.ndarray, query_labels: np.ndarray, query_codes: np.ndarray,
              log_pi: np.ndarray | None = None, db_pixels: np.ndarray | None = None,
              query_pixels: np.ndarray | None = None, model: DiscreteVAE | None = None, rerank: int = 4,
-             reporter: Reporter = Reporter(), ks=KS) -> list[dict]:
+             reporter: Reporter = Reporter(), ks=KS, data: DataConfig = DEFAULT_DATA) -> list[dict]:
     """P@k and mAP of every key the inputs allow: with the queries' `log_pi`, the asymmetric
     scoring, exact and in the fast mode (P@k only: it ranks `max(ks)`, not the whole database);
-    the Hamming scoring of `query_codes`; with the pixels (bool (N, 784)) of both sides and the
-    `model`, the pixel and float-pi baselines."""
+    the Hamming scoring of `query_codes`; with the pixels (bool (N, pixels)) of both sides and the
+    `model` (of data set `data`), the pixel and float-pi baselines."""
     keys = []
     if log_pi is not None:
         keys.append(asymmetric_key(index, log_pi, "code, asymmetric (exact)"))
     keys.append(hamming_key(index, query_codes))
     if db_pixels is not None and query_pixels is not None and model is not None and log_pi is not None:
         keys.append(pixel_key(db_pixels, query_pixels))
-        db_pi = np.exp(query_log_pi(model, db_pixels)).reshape(len(db_pixels), -1)
+        db_pi = np.exp(query_log_pi(model, db_pixels, data)).reshape(len(db_pixels), -1)
         keys.append(pi_key(db_pi, np.exp(log_pi).reshape(len(log_pi), -1)))
     results = []
     for key in keys:

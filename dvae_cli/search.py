@@ -46,6 +46,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .codes import check_codes, encode, index_dtype
+from .data import DEFAULT_DATA, DataConfig
 from .errors import DVAEError
 from .inputs import CHUNK, ImageSource, open_images
 from .model import DiscreteVAE
@@ -71,22 +72,24 @@ def load_faiss():
 # ---- the queries ----------------------------------------------------------------------------
 
 
-def query_log_pi(model: DiscreteVAE, images: ImageSource | torch.Tensor | np.ndarray) -> np.ndarray:
+def query_log_pi(model: DiscreteVAE, images: ImageSource | torch.Tensor | np.ndarray,
+                 data: DataConfig = DEFAULT_DATA) -> np.ndarray:
     """log pi of each query image, (Q, D, K) float32: what asymmetric scoring weighs codes with.
-    `images`: an opened source (`inputs.open_images`) or images as `dvae encode` takes them."""
+    `images`: an opened source (`inputs.open_images`) or images as `dvae encode` takes them, of the
+    data set the model learned (`data`)."""
     from .inputs import binarize_array, in_memory
 
     if isinstance(images, torch.Tensor):
         images = images.cpu().numpy()
     if isinstance(images, np.ndarray):
-        images = in_memory(images)
+        images = in_memory(images, data=data)
     device = next(model.parameters()).device
     d, k = model.config.latent_vars, model.config.classes
     parts = [np.zeros((0, d, k), np.float32)]
     with torch.inference_mode():
         first = 0
         for raw in images.raw_chunks(CHUNK):
-            x = binarize_array(raw, images.name, first).to(device)
+            x = binarize_array(raw, images.name, first, images.data).to(device)
             parts.append(model.encode(x).float().cpu().numpy())
             first += len(raw)
     return np.concatenate(parts)
@@ -315,11 +318,11 @@ class SearchIndex:
                     kinds: tuple[str, ...] | None = None, on_chunk=None) -> SearchIndex:
         """Encode images (a path `dvae encode` reads, or an opened source) into codes and index them.
         `on_chunk(n)` is called after each chunk of n images (for progress)."""
-        source = images if isinstance(images, ImageSource) else open_images(images)
+        source = images if isinstance(images, ImageSource) else open_images(images, data=checkpoint.data)
         config = checkpoint.model.config
         parts = [np.zeros((0, config.latent_vars), np.uint8)]
         for raw in source.raw_chunks(CHUNK):
-            parts.append(encode(checkpoint.model, raw))
+            parts.append(encode(checkpoint.model, raw, data=source.data))
             if on_chunk:
                 on_chunk(len(raw))
         return cls.build(np.concatenate(parts), config.classes, checkpoint.fingerprint, kinds)

@@ -24,7 +24,7 @@ from . import distributed
 from ._version import __version__
 from .checkpoint import TrainState, load_state, save_checkpoint, save_state
 from .data import DataConfig, draw_binary, load_split
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 from .distributed import resolve_device
 from .interrupts import deferred_interrupt
 from .methods import Method, MethodLoss, Noise, Step, make_method
@@ -42,7 +42,7 @@ MAX_SEED = 2**63 - 1
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; defaults are the thesis's (MNIST thresholded at 0.5, 50 epochs, batch
+    """Every setting of a run; defaults are the thesis's (DEFAULT_DATA: its images thresholded at 0.5, 50 epochs, batch
     100, Adam 3e-4). Checked once, here; `hparams` is completed with the method's defaults (a new
     dict: the caller's is left alone)."""
 
@@ -77,10 +77,10 @@ class TrainConfig:
         }
         for name, problem in problems.items():
             if problem:
-                raise DVAEError(f"train setting {name} {problem}, got {getattr(self, name)!r}")
+                raise SettingError(Setting(name), f" {problem}, got {getattr(self, name)!r}")
         if self.model.input_size != self.data.pixels:
-            raise DVAEError(f"model setting input_size is {self.model.input_size}, but the data set's images have "
-                            f"{self.data.pixels} pixels ({self.data.describe()})")
+            raise SettingError(Setting("input_size"), f" is {self.model.input_size}, but the data set's images have "
+                               f"{self.data.pixels} pixels ({self.data.describe()})")
 
     @property
     def method_object(self) -> Method:
@@ -270,6 +270,10 @@ class Run:
     def release(self) -> None:
         """Nothing to do: the run's model is what trains."""
 
+    def train_epoch(self, schedule: dict[str, float]) -> dict[str, float]:
+        """One epoch of this run alone (`train_epoch`); its training averages."""
+        return train_epoch([self], self, schedule, self.reporter)[0]
+
     def fit(self) -> list[dict]:
         """Train up to config.epochs alone, checkpointing after every epoch."""
         fit([self], self, self.reporter)
@@ -334,7 +338,8 @@ def starting(out: Path, reporter: Reporter) -> Iterator[None]:
     try:
         with writing(out, reporter):
             if has_epoch(out):
-                raise DVAEError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+                raise SettingError(f"{out} already holds a run; continue it with ", Setting("resume"), f" {out} or "
+                                   "choose another ", Setting("out"))
             if distributed.is_main() and clear_unfinished(out):
                 reporter.log(f"{out}: starting over (the run there stopped before completing an epoch)")
             try:

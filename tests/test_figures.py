@@ -15,7 +15,8 @@ from dvae_cli.checkpoint import load_checkpoint
 from dvae_cli.cli import app
 from dvae_cli.cli.figures import heatmap_text
 from dvae_cli.data import load_split
-from dvae_cli.figures import GAP, MIN_WIDTH, SIDE, encode_pi, reconstruct, traversal
+from dvae_cli.data import DEFAULT_DATA
+from dvae_cli.figures import GAP, MIN_WIDTH, encode_pi, reconstruct, traversal
 
 
 def run(*args: str):
@@ -31,7 +32,7 @@ def png_size(path) -> tuple[int, int]:
 
 def grid_size(rows: int, cols: int, scale: int) -> tuple[int, int]:
     """Pixel size of a grid of digits as `figures.tile` draws it."""
-    cell = SIDE * scale + GAP
+    cell = DEFAULT_DATA.height * scale + GAP
     return cols * cell + GAP, rows * cell + GAP
 
 

@@ -20,7 +20,7 @@ import typer
 
 from ..codes.formats import FORMATS, format_for, formats_help, get_format
 from ..errors import DVAEError
-from ..inputs import CHUNK, SIDE
+from ..inputs import CHUNK
 from .common import (CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_output, check_stdin,
                      checkpoint, checkpoint_name, output_option, user_errors)
 
@@ -72,8 +72,8 @@ def _report(json_out: bool, summary: dict, line: str, quiet: bool) -> None:
 
 @app.command()
 def encode(
-    source: str = typer.Argument(..., metavar="INPUT", help="Images: a .npy array (N,28,28) or (N,784) of uint8 "
-                                 "0-255, float in [0,1] or bool; an MNIST IDX file (gzip or raw); a PNG or a "
+    source: str = typer.Argument(..., metavar="INPUT", help="Images of the size the checkpoint learned: a .npy "
+                                 "array (N,height,width) or (N,pixels) of uint8 0-255, float in [0,1] or bool; an IDX file (gzip or raw); a PNG or a "
                                  "folder of PNGs; - = a .npy on stdin."),
     output: str = output_option("Codes file; - = stdout."),
     ckpt: Optional[str] = CKPT,
@@ -108,7 +108,7 @@ def encode(
         _check_io(source, output, get_format(fmt).binary, ckpt_path)
         loaded = load_checkpoint(ckpt_path, distributed.local_device(distributed.resolve_device(device)))
         config = loaded.model.config
-        images = open_images(source)
+        images = open_images(source, data=loaded.data)
         block = shard_block(shard, len(images))
         count = block.stop - block.start
         main = distributed.is_main()
@@ -152,33 +152,34 @@ def _check_match(codes, loaded, force: bool, name: str) -> None:
                         f"{loaded.path} has {loaded.fingerprint}); use --force to decode them anyway")
 
 
-def _write_npy(f: BinaryIO, chunks: Iterator[np.ndarray], count: int, dtype: np.dtype) -> None:
+def _write_npy(f: BinaryIO, chunks: Iterator[np.ndarray], count: int, dtype: np.dtype,
+               shape: tuple[int, int]) -> None:
     np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                             "fortran_order": False, "shape": (count, SIDE, SIDE)})
+                                             "fortran_order": False, "shape": (count, *shape)})
     for chunk in chunks:
         f.write(np.ascontiguousarray(chunk, dtype).tobytes())
 
 
-def _write_png(f: BinaryIO, chunks: Iterator[np.ndarray], count: int) -> None:
+def _write_png(f: BinaryIO, chunks: Iterator[np.ndarray], count: int, shape: tuple[int, int]) -> None:
     """A near-square grid of the images, drawn as every figure draws digits (figures.tile)."""
     from PIL import Image
 
     from ..figures import tile
 
     columns = math.ceil(math.sqrt(count))
-    grid = np.full((math.ceil(count / columns) * columns, SIDE * SIDE), np.nan)
+    grid = np.full((math.ceil(count / columns) * columns, shape[0] * shape[1]), np.nan)
     start = 0
     for chunk in chunks:
         grid[start:start + len(chunk)] = chunk.reshape(len(chunk), -1)
         start += len(chunk)
-    Image.fromarray(tile(grid.reshape(-1, columns, SIDE * SIDE), scale=1), "RGB").save(f, format="PNG")
+    Image.fromarray(tile(grid.reshape(-1, columns, grid.shape[1]), shape, scale=1), "RGB").save(f, format="PNG")
 
 
 @app.command()
 def decode(
     codes_file: str = typer.Argument(..., metavar="CODES", help="Codes file in any format (detected from its "
                                      "content); - = stdin."),
-    output: str = output_option("*.npy: (N,28,28) float32 Bernoulli means (uint8 0/1 with --binarize); "
+    output: str = output_option("*.npy: (N,height,width) float32 Bernoulli means (uint8 0/1 with --binarize); "
                                 "*.png: a grid of the images; - = .npy on stdout."),
     ckpt: Optional[str] = CKPT,
     binarize: bool = typer.Option(False, "--binarize", help="Pixels 0/1 (mean >= 0.5) instead of the means."),
@@ -222,16 +223,16 @@ def decode(
 
         def chunks() -> Iterator[np.ndarray]:
             parts = (codes.indices[start:start + batch_size] for start in range(0, count, batch_size))
-            for means in decode_chunks(loaded.model, parts):
+            for means in decode_chunks(loaded.model, parts, loaded.data.shape):
                 reporter.advance("decode", len(means))
                 yield (means >= 0.5).astype(np.uint8) if binarize else means
 
         try:
             with open_output(output) as f:
                 if suffix == "png":
-                    _write_png(f, chunks(), count)
+                    _write_png(f, chunks(), count, loaded.data.shape)
                 else:
-                    _write_npy(f, chunks(), count, np.dtype(np.uint8 if binarize else np.float32))
+                    _write_npy(f, chunks(), count, np.dtype(np.uint8 if binarize else np.float32), loaded.data.shape)
         finally:
             reporter.close()
     ckpt_name = checkpoint_name(ckpt, loaded.path)

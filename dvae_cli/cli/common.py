@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import fileio
-from ..data import ENV_DATA_DIR
-from ..errors import DVAEError
+from ..data import BINARIZATIONS, DATASETS, ENV_DATA_DIR
+from ..commandline import flag
+from ..errors import DVAEError, SettingError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..runfolder import ENV_CKPT
@@ -34,9 +35,14 @@ DEVICE = typer.Option("auto", "--device", help="auto (cuda when available, else 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 JSON = typer.Option(False, "--json", help="Print JSON on stdout instead.")
 DATA_DIR = typer.Option(None, "--data-dir", envvar=ENV_DATA_DIR, show_envvar=True,
-                        help="Folder with the data set's IDX image files, or a torchvision root (e.g. MNIST/raw "
+                        help="Folder with the data set's IDX image files, or a torchvision root (<class>/raw "
                              "inside); default: the cache ~/.cache/dvae/<data set>. The data set is the one the "
                              "checkpoint learned (dvae train --dataset).")
+Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)
+Binarize = Enum("Binarize", {name: name for name in BINARIZATIONS}, type=str)
+DATASET = typer.Option("mnist", "--dataset", help="Data set, in the IDX file layout of MNIST's (any image size: "
+                       "the files' header gives it): " + ", ".join(DATASETS) + ".")
+BINARIZE = typer.Option("threshold", "--binarize", help="; ".join(f"{k} = {v}" for k, v in BINARIZATIONS.items()) + ".")
 CKPT_HELP = (f"Checkpoint file, run folder (its best checkpoint), or {PRETRAINED_NAMES} (shipped with dvae); "
              "default: the newest run under ./runs, else pretrained:best.")
 CKPT = typer.Option(None, "--ckpt", "-c", envvar=ENV_CKPT, show_envvar=True, help=CKPT_HELP)
@@ -93,6 +99,13 @@ def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
     return str(data_dir) if data_dir else None
 
 
+def data_config(dataset: Dataset, binarize: Binarize, data_dir: Optional[Path]):
+    """The DataConfig of --dataset and --binarize, its image size read from the files in --data-dir."""
+    from ..data import describe
+
+    return describe(dataset.value, data_dir_arg(data_dir), binarize.value)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn user mistakes into a one-line message and exit code 1; a stop signal into one line and
@@ -100,7 +113,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DVAEError as e:
-        stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        message = e.spelled(flag) if isinstance(e, SettingError) else str(e)
+        stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)

@@ -49,7 +49,9 @@ def eval_command(
         dev = resolve_device(device)
         path = checkpoint(ckpt_arg, ckpt)
         loaded = load_checkpoint(path, dev)
-        data = load_split(split.value, data_dir_arg(data_dir), limit, dev)
+        data = load_split(split.value, data_dir_arg(data_dir), limit, dev, loaded.data)
+        if not loaded.data.is_binary and iw:
+            iw = 0  # no likelihood of a discrete image to bound: the table says so
         reporter = for_terminal(quiet=quiet or json_out and not sys.stderr.isatty())
         reporter.task("eval", f"evaluating {split.value}", len(data))
         try:
@@ -59,20 +61,24 @@ def eval_command(
             reporter.close()
     name = checkpoint_name(ckpt_arg if ckpt_arg is not None else ckpt, loaded.path)
     result = {"checkpoint": name, "method": loaded.method, "epoch": loaded.epoch,
-              "split": split.value, "seed": seed, **result}
+              "split": split.value, "seed": seed, "data": loaded.data.to_dict(), **result}
     if json_out:
         print(json.dumps(result))
         return
     table = Table(title=f"{name} ({loaded.method}, epoch {loaded.epoch}) on {split.value}, "
-                        f"{result['images']} images", title_justify="left")
+                        f"{result['images']} images of {loaded.data.describe()}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("log p(x|y)  (one-hot sample; Table 5.1)", _fmt(result["log_lik"]))
     table.add_row("KL(q(y|x) || uniform)", _fmt(result["kl"]))
-    table.add_row("-ELBO", _fmt(result["neg_elbo"]))
+    table.add_row("-ELBO" if loaded.data.is_binary else "-ELBO  (grey-scale targets: not a bound on a likelihood)",
+                  _fmt(result["neg_elbo"]))
     if "iw_log_px" in result:
         table.add_row(f"-log p(x)  (IW, {result['iw_samples']} samples)", _fmt(-result["iw_log_px"]))
     table.add_row("mean max-probability of pi", f"{result['mean_max_prob']:.4f}")
     table.add_row("perplexity per variable (min / mean / max)",
                   f"{result['perplexity_min']:.2f} / {result['perplexity_mean']:.2f} / {result['perplexity_max']:.2f}")
     stdout.print(table)
+    if not loaded.data.is_binary:
+        stdout.print("binarize none: the targets are grey values, so there is no likelihood of a discrete image "
+                     "to bound and no IW log p(x).", soft_wrap=True)

@@ -18,47 +18,48 @@ from rich.text import Text
 
 from ..errors import DVAEError
 from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
-                     checkpoint_name, output_option, stdout, user_errors)
+                     checkpoint_name, data_dir_arg, output_option, stdout, user_errors)
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from ..checkpoint import Checkpoint
+    from ..data import DataConfig
 
 app = typer.Typer()
 INPUT_OPT = typer.Option(None, "--input", metavar="FILE",
                          help="Take the images from FILE (as `dvae encode` reads it; '-' = stdin) "
-                              "instead of the MNIST split.")
-SPLIT_OPT = typer.Option(None, help="MNIST split to take the images from (default valid).")
+                              "instead of a split of the data set the checkpoint learned.")
+SPLIT_OPT = typer.Option(None, help="Split of the checkpoint's data set to take the images from (default valid).")
 SCALE_OPT = typer.Option(2, min=1, max=8, help="Screen pixels per image pixel (no smoothing).")
 FIGURE_OPT = output_option("Figure file to write: .png, .svg or .pdf.")
 SHADES = " ░▒▓█"  # pi in [0, .2), [.2, .4), ... when the terminal shows no colour
 
 
 def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Path],
-            index: int, count: Optional[int]) -> tuple[Tensor, str]:
-    """Up to `count` images (all when None) from `index` on, from --input FILE or an MNIST
-    split, binarized (n, 784); and the source's name."""
+            index: int, count: Optional[int], data: DataConfig) -> tuple[Tensor, str]:
+    """Up to `count` images (all when None) from `index` on, from --input FILE or a split of the
+    data set `data`, as its targets (n, pixels); and the source's name."""
     if input is not None:
         if split is not None:
             raise DVAEError("give either --input or --split, not both")
         check_stdin(input, "--input")
         from ..inputs import read_images
 
-        images, source = read_images(input), "stdin" if input == "-" else Path(input).name
+        images, source = read_images(input, data=data), "stdin" if input == "-" else Path(input).name
     else:
         from ..data import load_images
 
         source = (split or Split.valid).value
-        images = load_images(source, data_dir)
+        images = load_images(source, data_dir_arg(data_dir), data)
     if index >= len(images):
         raise DVAEError(f"--index {index} is out of range: {source} has {len(images)} images "
                         f"(0-{len(images) - 1})")
     chosen = images[index:] if count is None else images[index : index + count]
     if input is None:
-        from ..data import binarize
+        from ..data import targets
 
-        chosen = binarize(chosen)
+        chosen = targets(chosen, data)
     return chosen, source
 
 
@@ -163,7 +164,7 @@ def heatmap(
         _checked(output, path, input)
         loaded = _load(path, device)
         index = None if mean else index or 0
-        x, source = _images(input, split, data_dir, index or 0, None if mean else 1)
+        x, source = _images(input, split, data_dir, index or 0, None if mean else 1, loaded.data)
         pi = encode_pi(loaded.model, x.to(_device(loaded)))
         if mean:
             pi, what = pi.mean(axis=0), f"mean over {len(x)} {source} images"
@@ -209,9 +210,10 @@ def recon(
         path = checkpoint(ckpt_arg, ckpt)
         _checked(output, path, input)
         loaded = _load(path, device)
-        x, source = _images(input, split, data_dir, index, n)
+        x, source = _images(input, split, data_dir, index, n, loaded.data)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
-        _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x.to(_device(loaded))), title, columns, scale), output, quiet)
+        _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x.to(_device(loaded))), title, columns, scale,
+                                      loaded.data.shape), output, quiet)
 
 
 @app.command()
@@ -237,7 +239,7 @@ def samples(
         _checked(output, path)
         loaded = _load(path, device)
         title = f"Prior samples (uniform one-hot codes, seed {seed})\n{_label(loaded)}"
-        _write(samples_figure(prior_samples(loaded.model, n, seed), title, columns, scale), output, quiet)
+        _write(samples_figure(prior_samples(loaded.model, n, seed), title, columns, scale, loaded.data.shape), output, quiet)
 
 
 @app.command()
@@ -264,10 +266,11 @@ def traverse(
         path = checkpoint(ckpt_arg, ckpt)
         _checked(output, path, input)
         loaded = _load(path, device)
-        x, source = _images(input, split, data_dir, index, 1)
+        x, source = _images(input, split, data_dir, index, 1, loaded.data)
         grid, code = traversal(loaded.model, x[0].to(_device(loaded)))
         title = f"Traversal of {source} image {index} (red frame: its own code)\n{_label(loaded)}"
-        _write(traversal_figure(grid, code, x[0].numpy(), reconstruct(loaded.model, x.to(_device(loaded)))[0], title, scale), output, quiet)
+        _write(traversal_figure(grid, code, x[0].numpy(), reconstruct(loaded.model, x.to(_device(loaded)))[0], title, scale,
+                                loaded.data.shape), output, quiet)
 
 
 @app.command()

@@ -75,7 +75,7 @@ def gradients(
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to measure (default all: "
                                           f"{','.join(METHODS)})."),
     batch: int = typer.Option(100, min=1, help="Images in the fixed batch: the first N of --split."),
-    split: Split = typer.Option("train", help="MNIST split the batch comes from."),
+    split: Split = typer.Option("train", help="Split of the checkpoint's data set the batch comes from."),
     reference_samples: int = typer.Option(2000, min=40, help="S: samples per image for the reference's "
                                           "reconstruction term (its standard error falls as 1/sqrt(S))."),
     repeats: int = typer.Option(20, min=2, help="R: draws of each method's update, each with new noise."),
@@ -109,12 +109,12 @@ def gradients(
             output_format(out)  # a bad suffix fails before the work
         dev = resolve_device(device)
         checkpoints = [load_checkpoint(ckpt, dev) for ckpt in ckpts]  # a wrong path fails before the work
-        x = load_split(split.value, data_dir_arg(data_dir), batch, dev)
+        batches = {c.data: load_split(split.value, data_dir_arg(data_dir), batch, dev, c.data) for c in checkpoints}
         reporter = for_terminal(quiet)
         reports = []
         try:
             for ckpt, checkpoint in zip(ckpts, checkpoints):
-                reports.append(measure(checkpoint, x, estimators(checkpoint, names, tau), reference_samples,
+                reports.append(measure(checkpoint, batches[checkpoint.data], estimators(checkpoint, names, tau), reference_samples,
                                        repeats, seed, reporter, label=str(ckpt)))
         finally:
             reporter.close()

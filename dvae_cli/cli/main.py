@@ -69,7 +69,7 @@ class LazyCommands(TyperGroup):
 app = typer.Typer(
     cls=LazyCommands,
     help="Variational autoencoders with a discrete (one-hot categorical) latent space on binarized "
-    "MNIST: train with difference target propagation or Gumbel-Softmax, evaluate, use the codes.",
+    "images (MNIST by default): train with difference target propagation or Gumbel-Softmax, evaluate, use the codes.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

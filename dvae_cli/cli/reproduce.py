@@ -15,7 +15,8 @@ from rich.console import Group
 from rich.table import Table
 
 from ..reproduce import MODELS, THESIS_MODELS, fmt, parse_seeds, select_models, thesis_cells
-from .common import DATA_DIR, DEVICE, QUIET, data_dir_arg, output_option, stdout, user_errors
+from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
+                     output_option, stdout, user_errors)
 
 app = typer.Typer()
 
@@ -37,6 +38,8 @@ def reproduce(
                                  "--compile (on a GPU with --parallel: the fast way to train seeds together)."),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
     device: str = DEVICE,
+    dataset: Dataset = DATASET,
+    binarize: Binarize = BINARIZE,
     data_dir: Optional[Path] = DATA_DIR,
     train_limit: Optional[int] = typer.Option(
         None, min=1, help="Train (and evaluate train) on the first N training images only: quick runs."),
@@ -51,6 +54,7 @@ def reproduce(
     from ..progress import for_terminal
     from ..reproduce import reproduce as run_all
     from ..runfolder import RUNS
+    from ..model import ModelConfig
     from ..train import TrainConfig
 
     output = output or RUNS / "reproduce"
@@ -60,8 +64,9 @@ def reproduce(
         thesis_seeds = parse_seeds(seeds)
         other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else thesis_seeds
         plan = [(m, thesis_seeds if m in THESIS_MODELS else other_seeds) for m in models]
+        data = data_config(dataset, binarize, data_dir)
         base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir),
-                           compile=compile)
+                           compile=compile, data=data, model=ModelConfig(input_size=data.pixels))
         reporter = for_terminal(quiet)
         try:
             results = run_all(plan, output, base, iw, reporter, parallel)

@@ -1,7 +1,7 @@
 """`dvae index` and `dvae search`: the codes as a nearest-neighbour index (the library is dvae_cli.search).
 
 A database or query argument is recognised by its content: a search index file (`dvae index`),
-images (a .npy of shape (N, 28, 28) or (N, 784), an MNIST IDX file, a PNG or a folder of PNGs),
+images (a .npy of shape (N, height, width) or (N, pixels), an IDX file, a PNG or a folder of PNGs),
 or else codes in any format of docs/CODES.md.
 
 Owns: recognising the arguments and printing results. Must not: score or index (search.py does).
@@ -26,7 +26,7 @@ from .common import JSON, QUIET, stdout, user_errors
 from ..codes import decode, read_codes
 from ..runfolder import default_checkpoint
 from ..errors import DVAEError
-from ..inputs import NPY_MAGIC, PIXELS, PNG_MAGIC, ImageSource, open_images
+from ..inputs import NPY_MAGIC, PNG_MAGIC, ImageSource, is_image_shape, open_images
 from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..progress import for_terminal
 from ..retrieval import KS
@@ -53,50 +53,6 @@ class Opened:
     images: Optional[ImageSource] = None
 
 
-def _looks_like_images(head: bytes, data: io.BufferedIOBase) -> bool:
-    if head.startswith(PNG_MAGIC) or head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
-        return True
-    if head.startswith(NPY_MAGIC):
-        try:
-            version = np.lib.format.read_magic(data)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape = read(data)[0]
-        except ValueError as e:
-            raise DVAEError(f"{getattr(data, 'name', 'stdin')}: not a valid .npy file ({e})") from None
-        return len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 2 and shape[1] == PIXELS
-    return False
-
-
-def _open(source: str, what: str) -> Opened:
-    """Recognise a database or query argument by its content and open it."""
-    if source == "-":
-        if sys.stdin.isatty():
-            raise DVAEError(f"{what} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
-        stream = io.BytesIO(sys.stdin.buffer.read())
-        if _looks_like_images(stream.read(8), io.BytesIO(stream.getvalue())):
-            return Opened("stdin", images=open_images("-", io.BytesIO(stream.getvalue())))
-        stream.seek(0)
-        codes = read_codes(stream)
-        return Opened("stdin", codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
-    path = Path(source)
-    if path.is_dir():
-        return Opened(source, images=open_images(path))
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            f.seek(0)
-            images = _looks_like_images(head, f)
-    except OSError as e:
-        raise DVAEError(f"{source}: cannot read it ({e.strerror})") from None
-    if is_index_file(head):
-        return Opened(source, index=SearchIndex.load(path))
-    if images:
-        return Opened(source, images=open_images(path))
-    codes = read_codes(path)
-    return Opened(source, codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
-
-
 class Model:
     """The checkpoint, loaded when first needed (Hamming search over codes needs none)."""
 
@@ -107,6 +63,53 @@ class Model:
         if self._loaded is None:
             self._loaded = load_checkpoint(self.ckpt or default_checkpoint(), "cpu")
         return self._loaded
+
+
+def _looks_like_images(head: bytes, data: io.BufferedIOBase, model: Model) -> bool:
+    """Whether a file's content is images: a PNG, an IDX file, or a .npy of 3 dimensions or of rows of
+    the model's pixel count (a 2-D .npy of another width is codes)."""
+    if head.startswith(PNG_MAGIC) or head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
+        return True
+    if head.startswith(NPY_MAGIC):
+        try:
+            version = np.lib.format.read_magic(data)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape = read(data)[0]
+        except ValueError as e:
+            raise DVAEError(f"{getattr(data, 'name', 'stdin')}: not a valid .npy file ({e})") from None
+        return len(shape) == 3 or len(shape) == 2 and is_image_shape(shape, model.get().data)
+    return False
+
+
+def _open(source: str, what: str, model: Model) -> Opened:
+    """Recognise a database or query argument by its content and open it (images: of the size of the
+    data set the model learned)."""
+    if source == "-":
+        if sys.stdin.isatty():
+            raise DVAEError(f"{what} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
+        stream = io.BytesIO(sys.stdin.buffer.read())
+        if _looks_like_images(stream.read(8), io.BytesIO(stream.getvalue()), model):
+            return Opened("stdin", images=open_images("-", io.BytesIO(stream.getvalue()), model.get().data))
+        stream.seek(0)
+        codes = read_codes(stream)
+        return Opened("stdin", codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
+    path = Path(source)
+    if path.is_dir():
+        return Opened(source, images=open_images(path, data=model.get().data))
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            f.seek(0)
+            images = _looks_like_images(head, f, model)
+    except OSError as e:
+        raise DVAEError(f"{source}: cannot read it ({e.strerror})") from None
+    if is_index_file(head):
+        return Opened(source, index=SearchIndex.load(path))
+    if images:
+        return Opened(source, images=open_images(path, data=model.get().data))
+    codes = read_codes(path)
+    return Opened(source, codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
 
 
 def _check_model(index: SearchIndex, loaded: Checkpoint, name: str, force: bool) -> None:
@@ -137,8 +140,8 @@ def _database(opened: Opened, model: Model, quiet: bool) -> SearchIndex:
 
 
 def _pixels(images: ImageSource, limit: Optional[int]) -> np.ndarray:
-    """The first `limit` (all when None) binarized images of a source, (n, 784) bool."""
-    parts, count = [np.zeros((0, PIXELS), bool)], 0
+    """The first `limit` (all when None) binarized images of a source, (n, pixels) bool."""
+    parts, count = [np.zeros((0, images.data.pixels), bool)], 0
     for chunk in images.chunks():
         parts.append(chunk.numpy() > 0.5)
         count += len(chunk)
@@ -162,7 +165,7 @@ def index(
     """
     with user_errors():
         check_output(output, [db, *([ckpt] if ckpt else [])])
-        opened = _open(db, "DB")
+        opened = _open(db, "DB", Model(ckpt))
         if opened.index is not None:
             raise DVAEError(f"{db} is already a search index")
         built = _database(opened, Model(ckpt), quiet)
@@ -179,7 +182,7 @@ def index(
 
 def _labels(path: Optional[Path], flag: str) -> np.ndarray:
     if path is None:
-        raise DVAEError(f"--eval needs {flag} FILE (an MNIST IDX label file, gzip or raw, or a .npy)")
+        raise DVAEError(f"--eval needs {flag} FILE (an IDX label file, gzip or raw, or a .npy)")
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False).reshape(-1)
@@ -228,8 +231,8 @@ def search(
     figure_queries: int = typer.Option(8, min=1, help="Queries drawn by --figure."),
     eval_: bool = typer.Option(False, "--eval", help="Instead of neighbours, print precision@1/10/100 and mAP "
                                "of every key these inputs allow (needs --db-labels and --query-labels)."),
-    db_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the database images (MNIST IDX)."),
-    query_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the queries (MNIST IDX)."),
+    db_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the database images (IDX or .npy)."),
+    query_labels: Optional[Path] = typer.Option(None, help="--eval: labels of the queries (IDX or .npy)."),
     force: bool = typer.Option(False, "--force", help="Use codes made by another checkpoint (D, K must match)."),
     json_out: bool = JSON,
     quiet: bool = QUIET,
@@ -254,8 +257,8 @@ def search(
             if target is not None:
                 check_output(target, inputs)
         model = Model(ckpt)
-        opened_db = _open(db, "DB")
-        queries = _open(query, "QUERY")
+        opened_db = _open(db, "DB", model)
+        queries = _open(query, "QUERY", model)
         if queries.index is not None:
             raise DVAEError(f"QUERY {query} is a search index; give images or codes")
         database = _database(opened_db, model, quiet)
@@ -265,7 +268,7 @@ def search(
         query_pixels = log_pi = None
         if image_queries:
             query_pixels = _pixels(queries.images, limit)
-            log_pi = query_log_pi(model.get().model, query_pixels)
+            log_pi = query_log_pi(model.get().model, query_pixels, model.get().data)
             query_codes = log_pi.argmax(axis=2)
         else:
             query_codes = queries.codes[:limit]
@@ -281,7 +284,7 @@ def search(
                 results = evaluate(database, _labels(db_labels, "--db-labels"),
                                    _labels(query_labels, "--query-labels")[:limit], query_codes, log_pi,
                                    db_pixels, query_pixels, model.get().model if db_pixels is not None else None,
-                                   rerank, reporter)
+                                   rerank, reporter, data=model.get().data)
             finally:
                 reporter.close()
             if json_out:
@@ -314,15 +317,15 @@ def _draw(path: Path, found: Neighbours, database: SearchIndex, opened_db: Opene
         stored = _pixels(opened_db.images, int(rows.max()) + 1 if rows.size else 0)[rows].astype(np.float32)
         what = "stored images"
     else:
-        stored = decode(loaded.model, database.codes[rows.ravel()]).reshape(*rows.shape, -1)
+        stored = decode(loaded.model, database.codes[rows.ravel()], loaded.data.shape).reshape(*rows.shape, -1)
         what = "stored codes, decoded"
     shown = (query_pixels[:count].astype(np.float32) if query_pixels is not None
-             else decode(loaded.model, query_codes[:count]).reshape(count, -1))
+             else decode(loaded.model, query_codes[:count], loaded.data.shape).reshape(count, -1))
     scoring = "log q(code|query)" if found.scoring == ASYMMETRIC else "differing variables"
     mode = "" if found.exact or found.scoring != ASYMMETRIC else ", fast scan"
     title = f"queries (left) and their {rows.shape[1]} nearest {what}\nunder each: #row and {scoring}{mode}"
     save_figure(neighbours_figure(shown, stored, rows, found.scores[:count], title,
-                                  "{:.1f}" if found.scoring == ASYMMETRIC else "{:.0f}"), path)
+                                  "{:.1f}" if found.scoring == ASYMMETRIC else "{:.0f}", loaded.data.shape), path)
 
 
 def _print_results(found: Neighbours, db: str, query: str, json_out: bool) -> None:

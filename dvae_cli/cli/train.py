@@ -20,15 +20,13 @@ import typer
 from ..commandline import flag, negative_flag
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
-from ..data import BINARIZATIONS, DATASETS
 from ..methods import METHODS
 from ..model import ACTIVATIONS
-from .common import DATA_DIR, DEVICE, JSON, QUIET, data_dir_arg, output_option, stderr, user_errors
+from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, JSON, QUIET, Binarize, Dataset, data_config, data_dir_arg,
+                     output_option, stderr, user_errors)
 
 app = typer.Typer()
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
-Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)
-Binarize = Enum("Binarize", {name: name for name in BINARIZATIONS}, type=str)
 Activation = Enum("Activation", {name: name for name in ACTIVATIONS}, type=str)
 Optimizer = Enum("Optimizer", {name: name for name in ("adam", "radam")}, type=str)
 
@@ -138,10 +136,8 @@ def train(
                                "(the decoder mirrors them)."),
     activation: Activation = typer.Option("softplus", help="Activation of the hidden layers (the thesis: softplus)."),
     optimizer: Optimizer = typer.Option("adam", help="adam (the thesis) or radam (torch.optim)."),
-    dataset: Dataset = typer.Option("mnist", help="Data set, in MNIST's IDX file layout (any image size: the "
-                                    "files' header gives it)."),
-    binarize: Binarize = typer.Option("threshold", help="; ".join(f"{k} = {v}" for k, v in BINARIZATIONS.items())
-                                      + "."),
+    dataset: Dataset = DATASET,
+    binarize: Binarize = BINARIZE,
     data_dir: Optional[Path] = DATA_DIR,
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
@@ -154,7 +150,7 @@ def train(
     quiet: bool = QUIET,
     hparams: dict = None,
 ) -> None:
-    """Train a discrete VAE (default: on MNIST); writes a run folder with config, metrics and checkpoints.
+    """Train a discrete VAE (on MNIST thresholded at 0.5 by default); writes a run folder with config, metrics and checkpoints.
 
     Per-epoch lines go to stderr; the run folder's path (or --json) to stdout.
     Ctrl-C, SIGTERM or SIGHUP keeps the last complete epoch (exit 130, 143, 129); continue with
@@ -162,8 +158,7 @@ def train(
     With --seeds, each seed's run folder is OUT/seed-N, as a single run's; their paths (or --json)
     go to stdout, one a line.
     """
-    from ..distributed import is_main
-    from ..data import describe
+    from ..distributed import is_main, resolve_device
     from ..model import ModelConfig
     from ..progress import for_terminal
     from ..multirun import resume_group, train_seeds
@@ -188,7 +183,8 @@ def train(
             else:
                 check_method_settings(method.value, hparams)
                 widths = parse_widths(hidden)
-                data = describe(dataset.value, data_dir_arg(data_dir), binarize.value)
+                resolve_device(device)  # before the data is looked for
+                data = data_config(dataset, binarize, data_dir)
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,

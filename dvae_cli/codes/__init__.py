@@ -9,7 +9,7 @@ files that hold them. The byte layout of every format is specified in docs/CODES
     codes = encode(ckpt.model, read_images("imgs.npy"))       # (N, D) uint8 class indices
     write_codes("codes.bin", codes, classes=10, fingerprint=ckpt.fingerprint)
     back = read_codes("codes.bin")                            # Codes(indices, format, classes, fingerprint)
-    means = decode(ckpt.model, back.indices)                  # (N, 28, 28) float32 Bernoulli means
+    means = decode(ckpt.model, back.indices)                  # (N, height, width) float32 Bernoulli means
 
 The package: `packing.py` (the arithmetic of records), `formats/` (the registry of file formats:
 packed, onehot, indices, text; one unit each), `files.py` (writing, reading, joining through the

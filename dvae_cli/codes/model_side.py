@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..inputs import CHUNK, SIDE, ImageSource, binarize_array, in_memory
+from ..data import DEFAULT_DATA, DataConfig
+from ..inputs import CHUNK, ImageSource, binarize_array, in_memory
 from ..model import DiscreteVAE, draw_gumbel
 from .packing import check_codes, index_dtype
 
@@ -40,7 +41,7 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
             if lo < hi:  # encode the whole chunk and keep the block's rows
                 # the encoder's logits: log pi less a constant per variable, which neither the
                 # argmax nor Gumbel-max depends on (so the log-softmax of `model.encode` is skipped)
-                scores = model.encoder(binarize_array(raw, images.name, first).to(device)).view(len(raw), *shape)
+                scores = model.encoder(binarize_array(raw, images.name, first, images.data).to(device)).view(len(raw), *shape)
                 if sample:
                     scores = scores + noise
                 codes = scores[lo:hi].argmax(dim=-1).cpu().numpy().astype(dtype)
@@ -50,30 +51,32 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
 
 
 def encode(model: DiscreteVAE, images: np.ndarray | torch.Tensor, sample: bool = False,
-           seed: int = 0) -> np.ndarray:
-    """Codes (N, D) of images (uint8 0-255, float in [0, 1] or bool; (N, 28, 28) or (N, 784)),
-    binarized as in training; see `encode_block`."""
+           seed: int = 0, data: DataConfig = DEFAULT_DATA) -> np.ndarray:
+    """Codes (N, D) of images (uint8 0-255, float in [0, 1] or bool; (N, height, width) or (N, pixels)
+    of the data set the model learned, `data`), made its targets as in training; see `encode_block`."""
     array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     empty = np.zeros((0, model.config.latent_vars), index_dtype(model.config.classes))
-    return np.concatenate([empty, *encode_block(model, in_memory(array), 0, len(array), CHUNK, sample, seed)])
+    return np.concatenate([empty, *encode_block(model, in_memory(array, data=data), 0, len(array), CHUNK, sample, seed)])
 
 
-def decode_chunks(model: DiscreteVAE, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Bernoulli means (n, 28, 28) float32 for each chunk of codes (n, D)."""
+def decode_chunks(model: DiscreteVAE, chunks: Iterable[np.ndarray],
+                  shape: tuple[int, int] = DEFAULT_DATA.shape) -> Iterator[np.ndarray]:
+    """Bernoulli means (n, height, width) float32 for each chunk of codes (n, D); `shape` is the
+    images' (DataConfig.shape of the data set the model learned)."""
     device = next(model.parameters()).device
     d, k = model.config.latent_vars, model.config.classes
     for codes in chunks:
         with torch.inference_mode():  # per chunk: held across `yield`, it would leak into the caller
             index = torch.from_numpy(check_codes(codes, k, d).astype(np.int64)).to(device)
-            means = torch.sigmoid(model.decode_indices(index)).view(len(index), SIDE, SIDE).cpu().numpy()
+            means = torch.sigmoid(model.decode_indices(index)).view(len(index), *shape).cpu().numpy()
         yield means
 
 
-def decode(model: DiscreteVAE, codes: np.ndarray) -> np.ndarray:
-    """Bernoulli means (N, 28, 28) float32 of the images that codes (N, D) stand for."""
+def decode(model: DiscreteVAE, codes: np.ndarray, shape: tuple[int, int] = DEFAULT_DATA.shape) -> np.ndarray:
+    """Bernoulli means (N, height, width) float32 of the images that codes (N, D) stand for."""
     codes = np.asarray(codes)
     chunks = (codes[i:i + CHUNK] for i in range(0, len(codes), CHUNK))
-    return np.concatenate([np.zeros((0, SIDE, SIDE), np.float32), *decode_chunks(model, chunks)])
+    return np.concatenate([np.zeros((0, *shape), np.float32), *decode_chunks(model, chunks, shape)])
 
 
 def encode_shared(model: DiscreteVAE, images: ImageSource, block: slice, batch_size: int = CHUNK,

@@ -13,8 +13,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from ..commandline import flag
-from ..errors import DVAEError
+from ..errors import Setting, SettingError
 from ..model import DiscreteVAE, gumbel_noise, kl_to_uniform, log_likelihood
 
 
@@ -123,10 +122,10 @@ class CommonConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(f.default, (int, float)) and not isinstance(value, (int, float)):
-                raise DVAEError(f"{flag(f.name)} must be a number, not {value!r}")
+                raise SettingError(Setting(f.name), f" must be a number, not {value!r}")
             problem = range_problem(value, f.metadata)
             if problem:
-                raise DVAEError(f"{flag(f.name)} {problem}")
+                raise SettingError(Setting(f.name), f" {problem}")
 
 
 class Method:
@@ -157,5 +156,5 @@ class Method:
         return values
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
-        """The training loss on the batch x (B, 784)."""
+        """The training loss on the batch x (B, pixels)."""
         raise NotImplementedError

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DVAEError
+from ..errors import Setting, SettingError
 from ..model import DiscreteVAE, kl_to_uniform, log_likelihood, one_hot_sample
 from .base import CommonConfig, Method, Noise, Step, diversity_field, diversity_warmup_field, ramp
 
@@ -62,7 +62,8 @@ class DTPConfig(CommonConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dtp_correction == "log" and self.dtp_target != "prob":
-            raise DVAEError("--dtp-correction log needs --dtp-target prob (log of a one-hot y is -inf)")
+            raise SettingError(Setting("dtp_correction"), " log needs ", Setting("dtp_target"),
+                               " prob (log of a one-hot y is -inf)")
 
 
 class DTP(Method):
