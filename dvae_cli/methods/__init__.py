@@ -10,14 +10,16 @@ import dataclasses
 from ..errors import DVAEError
 from .base import Method, Noise, PresetNoise, Step
 from .dtp import DTP
+from .gst import GST
 from .gumbel import Gumbel
+from .gumbel_rao import GumbelRao
 from .reinmax import ReinMax
 from .rloo import RLOO
 from .st import StraightThrough
 from .st_gumbel import STGumbel
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO)
+    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO, GumbelRao, GST)
 }
 
 
