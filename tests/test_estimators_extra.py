@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
+from dvae_cli.errors import DVAEError
 from dvae_cli.methods import Noise, make_method
+from dvae_cli.methods.base import neg_elbo_step
 from dvae_cli.methods.gst import gapped_logits_shift
 from dvae_cli.methods.gumbel_rao import conditional_perturbed_logits
 from dvae_cli.model import DiscreteVAE, ModelConfig, kl_to_uniform, one_hot_sample
@@ -85,7 +87,6 @@ def test_st_with_tau_one_is_the_st_of_before_bit_for_bit():
     log_pi = stub.encode(None)
     pi = log_pi.exp()
     y = one_hot_sample(log_pi, gumbel) + pi - pi.detach()
-    from dvae_cli.methods.base import neg_elbo_step
     neg_elbo_step(stub, torch.ones(6, 5), log_pi, y).loss.backward()
     for grad, code in before:
         assert torch.equal(grad, leaf.grad) and torch.equal(code, y.detach())
@@ -163,3 +164,15 @@ def test_gumbel_rao_is_st_gumbel_in_expectation_with_less_variance():
     error = (st.var(0) / draws + rao.var(0) / draws).sqrt()
     assert ((st.mean(0) - rao.mean(0)).abs() <= 4 * error + 1e-6).all(), (st.mean(0), rao.mean(0), error)
     assert rao.var(0).sum() < 0.8 * st.var(0).sum()
+
+
+@pytest.mark.parametrize("hparams, name, message", [
+    ({"rao_samples": 0}, "gumbel-rao", "--rao-samples must be >= 1"),
+    ({"rao_tau": 0.0}, "gumbel-rao", "--rao-tau must be greater than 0"),
+    ({"gst_gap": -1.0}, "gst", "--gst-gap must be >= 0"),
+    ({"gst_tau": 0.0}, "gst", "--gst-tau must be greater than 0"),
+    ({"st_tau": -1.0}, "st", "--st-tau must be greater than 0"),
+])
+def test_settings_are_checked(hparams, name, message):
+    with pytest.raises(DVAEError, match=message):
+        make_method(name, hparams)
