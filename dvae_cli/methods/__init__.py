@@ -10,7 +10,9 @@ import dataclasses
 from ..errors import DVAEError
 from .base import Method, Noise, PresetNoise, Step
 from .dtp import DTP
+from .gst import GST
 from .gumbel import Gumbel
+from .gumbel_rao import GumbelRao
 from .loss import MethodLoss
 from .reinmax import ReinMax
 from .rloo import RLOO
@@ -18,7 +20,7 @@ from .st import StraightThrough
 from .st_gumbel import STGumbel
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO)
+    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO, GumbelRao, GST)
 }
 
 
