@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import fileio
+from .. import fileio, terminal
 from ..data import ENV_DATA_DIR
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
@@ -99,7 +99,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DVAEError as e:
-        stderr.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(terminal.escape(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)
