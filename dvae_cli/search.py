@@ -142,6 +142,8 @@ def brute_force(codes: np.ndarray, queries: np.ndarray, k: int, scoring: str) ->
     score = asymmetric_scores if scoring == ASYMMETRIC else hamming_scores
     higher = scoring == ASYMMETRIC
     k = min(k, len(codes))
+    if k == 0:  # an empty database (or k = 0): no neighbours, whatever the queries
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0))
     rows, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k))]
     slice_size = max(k, SCORE_BLOCK // QUERY_BLOCK)
     for block in blocks(len(queries), QUERY_BLOCK):
