@@ -119,8 +119,6 @@ def read_source(source: str | os.PathLike | BinaryIO, check_head=None,
                                     f"{limit:,} for a codes or index file")
                 return name, data
             return name, _read_limited(f, name, limit, check_head)
-    except IsADirectoryError:
-        raise DVAEError(f"{name}: is a folder, not a file") from None
     except OSError as e:
         raise DVAEError(f"{name}: cannot read it ({e.strerror or e})") from None
 

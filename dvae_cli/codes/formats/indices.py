@@ -77,6 +77,8 @@ def _check_npy_header(data: bytes, name: str) -> None:
         shape, _, dtype = read(stream)
     except NPY_ERRORS as e:
         raise DVAEError(f"{name}: not a valid .npy file of indices ({e})") from None
+    if dtype.hasobject:
+        raise DVAEError(f"{name}: not a valid .npy file of indices (it holds Python objects, never unpickled)")
     if len(shape) != 2 or dtype.kind not in "iu":
         raise DVAEError(f"{name}: indices must be an (N, D) integer array, got {dtype} {shape}")
     if shape[1] > MAX_LATENT_VARS:
