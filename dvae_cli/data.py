@@ -141,9 +141,9 @@ def _missing(folder: Path, how: str | Setting, dataset: IdxDataset) -> SettingEr
     images = ", ".join(f"{dataset.files[key]}.gz" for key in IMAGE_FILES)
     labels = ", ".join(f"{stem}" for key, stem in dataset.files.items() if key not in IMAGE_FILES)
     return SettingError(
-        f"{dataset.title} not found in {folder} (", how, ").\n"
+        f"{dataset.title} not found in {folder} (", how, "). "
         f"dvae needs its original IDX image files (gzip or raw): {images} (the label files {labels} "
-        f"are not needed), in the folder or in its {dataset.torchvision}/raw (torchvision's layout).\n"
+        f"are not needed), in the folder or in its {dataset.torchvision}/raw (torchvision's layout). "
         "Pass the folder with ", Setting("data_dir"), f" DIR or the environment variable {ENV_DATA_DIR}=DIR; "
         f"otherwise dvae looks in {default_cache_dir(dataset)} and, if they are not there, tries to "
         f"download them with torchvision, checking their checksums (needs internet access)."

@@ -4,7 +4,8 @@
 - A regular file (or a new one) is replaced atomically: the bytes go to a hidden temporary
   file beside it (`.NAME.XXXX.tmp`), which is fsynced and renamed onto the name only once
   complete. An error, Ctrl-C, SIGTERM or SIGHUP removes the temporary file and leaves the old
-  file as it was. The new file keeps the old one's permissions (and owner, where allowed); a
+  file as it was. A write killed outright (SIGKILL, a crash) can leave its temporary file; the
+  next write into that folder removes it (its writer's lock is gone). The new file keeps the old one's permissions (and owner, where allowed); a
   new file gets the umask's. Missing folders are created.
 - A symbolic link is followed: the file it points to is replaced, the link stays a link.
 - Anything else (a device such as /dev/null, a FIFO, a terminal, /dev/stdout or /dev/fd/N) is
@@ -26,12 +27,20 @@ import re
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 from .errors import DVAEError
 from .interrupts import deferred_interrupt
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so leftovers are not recognised
+    fcntl = None
+
+LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's names: .NAME.XXXXXXXX.tmp
+LEFTOVER_AGE = 10  # seconds: a younger temporary file may be one just made, not yet locked
 FD_FOLDER = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd")  # /dev/fd and /dev/std* lead here
 
 
@@ -214,9 +223,11 @@ def _replaced(path: Path, old: os.stat_result | None) -> Iterator[BinaryIO]:
     with contextlib.ExitStack() as cleanup:
         try:
             real.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(real.parent)
             with deferred_interrupt():  # the temporary file never exists without its removal registered
                 fd, tmp = tempfile.mkstemp(prefix=f".{real.name[:200]}.", suffix=".tmp", dir=real.parent)
                 cleanup.callback(_remove, tmp)
+                _lock(fd)  # held while it is written: a lock nobody holds marks a leftover of a killed write
             file = os.fdopen(fd, "wb")
             _copy_permissions(fd, old)
         except OSError as e:
@@ -256,6 +267,35 @@ def _copy_permissions(fd: int, old: os.stat_result | None) -> None:
         with contextlib.suppress(PermissionError):
             os.fchown(fd, old.st_uid, old.st_gid)
     os.fchmod(fd, stat.S_IMODE(old.st_mode))
+
+
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a file system without locks: leftovers then stay
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files (`.NAME.XXXXXXXX.tmp`) that writes killed with SIGKILL (or a crash)
+    left in `folder`: those at least LEFTOVER_AGE seconds old whose writer's lock is gone (the kernel
+    drops a lock with its process). A live writer's file, or any other file, is left alone."""
+    if fcntl is None:
+        return
+    try:
+        entries = [e for e in os.scandir(folder) if LEFTOVER.fullmatch(e.name)]
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat().st_mtime < LEFTOVER_AGE:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer holds it
+                os.unlink(entry.path)
+            finally:
+                os.close(fd)
 
 
 def _remove(tmp: str) -> None:

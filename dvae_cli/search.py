@@ -46,6 +46,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .codes import check_codes, encode, index_dtype
+from .codes.packing import check_classes
 from .data import DEFAULT_DATA, DataConfig
 from .errors import DVAEError
 from .inputs import CHUNK, ImageSource, open_images
@@ -59,6 +60,9 @@ HAMMING_CANDIDATES = 4096  # fast-scan Hamming: candidates fetched at most befor
 # 0.985 at -30, 0.987 at -20, 0.950 at -10; the re-ranking restores exact scores either way
 LOG_PI_FLOOR = -30.0
 QUERY_BLOCK = 256  # queries per brute-force block
+# fast scan adds D 8-bit table entries in 16-bit accumulators: its Hamming distances were exact up to
+# D=2000 and wrong from D=2500 (K=10, 2026-12-05); beyond this D the binary index and NumPy serve
+FASTSCAN_MAX_VARS = 1024
 SCORE_BLOCK = 2**22  # scores a brute force holds at a time (32 MiB of float64)
 
 
@@ -141,6 +145,8 @@ def brute_force(codes: np.ndarray, queries: np.ndarray, k: int, scoring: str) ->
     score = asymmetric_scores if scoring == ASYMMETRIC else hamming_scores
     higher = scoring == ASYMMETRIC
     k = min(k, len(codes))
+    if k == 0:  # an empty database (or k = 0): no neighbours, whatever the queries
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0))
     rows, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k))]
     slice_size = max(k, SCORE_BLOCK // QUERY_BLOCK)
     for block in blocks(len(queries), QUERY_BLOCK):
@@ -211,7 +217,7 @@ class FastScan:
     binary = False  # a FAISS Index (serialize_index), not an IndexBinary
 
     def supports(self, latent_vars: int, classes: int) -> bool:
-        return classes <= 16
+        return classes <= 16 and latent_vars <= FASTSCAN_MAX_VARS
 
     def build(self, codes: np.ndarray, classes: int):
         pq = one_hot_pq(codes.shape[1], classes)
@@ -253,9 +259,10 @@ KINDS: dict[str, FastScan | Binary] = {
 }
 
 
-def default_kinds(classes: int) -> tuple[str, ...]:
-    """The index a database needs for K classes: fast scan when it fits (both query types), else binary."""
-    return tuple(next(([name] for name, kind in KINDS.items() if kind.supports(0, classes)), []))
+def default_kinds(classes: int, latent_vars: int = 1) -> tuple[str, ...]:
+    """The index a database of D variables of K classes needs: fast scan when it fits (both query
+    types), else binary."""
+    return tuple(next(([name] for name, kind in KINDS.items() if kind.supports(latent_vars, classes)), []))
 
 
 def bytes_per_code(kind: str, latent_vars: int, classes: int) -> int:
@@ -289,9 +296,11 @@ class SearchIndex:
     indexes: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not 2 <= self.classes <= 4096:
-            raise DVAEError(f"codes need 2 <= K <= 4096; got K={self.classes}")
-        self.codes = check_codes(self.codes, self.classes).astype(index_dtype(self.classes), copy=False)
+        self.codes = check_codes(self.codes, self.classes)
+        if self.codes.shape[1] == 0:  # an empty text file: no codes, and not even their D
+            raise DVAEError("the database holds no codes (an empty file?): nothing to index or search")
+        check_classes(self.codes.shape[1], self.classes)
+        self.codes = self.codes.astype(index_dtype(self.classes), copy=False)
 
     @property
     def latent_vars(self) -> int:
@@ -306,7 +315,7 @@ class SearchIndex:
         """An index over `codes` with the FAISS indexes `kinds` (those the D and K allow; default
         `default_kinds`) built now."""
         index = cls(codes, classes, fingerprint)
-        for kind in default_kinds(classes) if kinds is None else kinds:
+        for kind in default_kinds(classes, index.latent_vars) if kinds is None else kinds:
             if kind not in KINDS:
                 raise DVAEError(f"unknown index kind {kind!r}; choose from {', '.join(KINDS)}")
             if KINDS[kind].supports(index.latent_vars, classes):

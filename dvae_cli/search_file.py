@@ -32,8 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from .codes import pack, unpack
+from .codes.files import read_source
+from .codes.formats.records import HEX
+from .codes.packing import check_classes, group_size, packed_record_bytes
 from .errors import DVAEError
 from .fileio import open_output
+from .terminal import escape
 from .search import KINDS, SearchIndex, bytes_per_code, load_faiss
 
 MAGIC = b"\x89DVIX\r\n\x1a"
@@ -76,13 +80,18 @@ def is_index_file(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
+def _check_magic(head: bytes, name: str) -> None:
+    if not is_index_file(head[:8]):
+        raise DVAEError(f"{name}: not a dvae search index (make one with: dvae index CODES -o FILE)")
+
+
 def _deserialize(kind: str, payload: memoryview, name: str):
     faiss = load_faiss()
     deserialize = faiss.deserialize_index_binary if KINDS[kind].binary else faiss.deserialize_index
     try:
         return deserialize(np.frombuffer(payload, np.uint8))
-    except RuntimeError as e:
-        raise DVAEError(f"{name}: corrupt {kind} index ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, MemoryError) as e:
+        raise DVAEError(f"{name}: corrupt {kind} index ({(str(e).splitlines() or ['too large'])[0]})") from None
 
 
 def _check_faiss(kind: str, faiss_index, d: int, k: int, n: int, name: str) -> None:
@@ -95,13 +104,9 @@ def _check_faiss(kind: str, faiss_index, d: int, k: int, n: int, name: str) -> N
 
 def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> SearchIndex:
     """Read a search index file; with `fingerprint`, its codes must come from that checkpoint."""
-    name = str(path)
-    try:
-        data = memoryview(Path(path).read_bytes())
-    except OSError as e:
-        raise DVAEError(f"{name}: cannot read it ({e.strerror})") from None
-    if not is_index_file(bytes(data[:8])):
-        raise DVAEError(f"{name}: not a dvae search index (make one with: dvae index CODES -o FILE)")
+    name, data = read_source(path, _check_magic)
+    data = memoryview(data)
+    _check_magic(bytes(data[:8]), name)
     if len(data) < HEADER_SIZE:
         raise DVAEError(f"{name}: truncated index header ({len(data)} of {HEADER_SIZE} bytes)")
     _, version, d, k, n, sections, fp = HEADER.unpack(data[:HEADER.size])
@@ -110,7 +115,13 @@ def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> Searc
         raise DVAEError(f"{name}: index format version {version}; this dvae reads version {VERSION}{newer}")
     if _crc(data[:HEADER.size]) != int.from_bytes(data[HEADER.size:HEADER_SIZE], "little"):
         raise DVAEError(f"{name}: corrupt index header (checksum mismatch)")
-    made_by = fp.decode("ascii", "replace") if fp.strip(b"\0") else None
+    try:
+        check_classes(d, k)  # before D, K or N size anything, or reach FAISS as an argument it refuses
+    except DVAEError as e:
+        raise DVAEError(f"{name}: corrupt index header ({e})") from None
+    if fp.strip(b"\0") and not all(c in HEX.encode() for c in fp):
+        raise DVAEError(f"{name}: corrupt index header (the fingerprint is not 16 lowercase hex digits)")
+    made_by = fp.decode("ascii") if fp.strip(b"\0") else None
     if fingerprint is not None and made_by not in (None, fingerprint):
         raise DVAEError(f"{name}: indexes codes of another model (fingerprint {made_by}; the checkpoint has "
                         f"{fingerprint}): use the checkpoint that made it, or rebuild it with dvae index")
@@ -120,24 +131,28 @@ def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> Searc
         if offset + SECTION.size > len(data):
             raise DVAEError(f"{name}: truncated index file (a section header is cut off at byte {offset})")
         raw_name, size, crc = SECTION.unpack(data[offset:offset + SECTION.size])
-        section = raw_name.rstrip(b"\0").decode("ascii", "replace")
+        section = escape(raw_name.rstrip(b"\0").decode("ascii", "backslashreplace"))
         start = offset + SECTION.size
         if start + size > len(data):
-            raise DVAEError(f"{name}: truncated index file (section {section!r} needs {size} bytes, "
+            raise DVAEError(f"{name}: truncated index file (section '{section}' needs {size} bytes, "
                             f"{len(data) - start} are left)")
         payload = data[start:start + size]
         if _crc(payload) != crc:
-            raise DVAEError(f"{name}: corrupt index file (checksum mismatch in section {section!r})")
+            raise DVAEError(f"{name}: corrupt index file (checksum mismatch in section '{section}')")
         if section != CODES and section not in KINDS or section in payloads:
-            raise DVAEError(f"{name}: unexpected section {section!r} (written by a newer dvae?)")
+            raise DVAEError(f"{name}: unexpected section '{section}' (written by a newer dvae?)")
         payloads[section] = payload
         offset = start + size
     if offset != len(data):
         raise DVAEError(f"{name}: {len(data) - offset} bytes after the last section: not a valid index file")
     if CODES not in payloads:
         raise DVAEError(f"{name}: corrupt index file (no codes section)")
+    size = packed_record_bytes(d, k, group_size(d, k))
+    if len(payloads[CODES]) != n * size:
+        raise DVAEError(f"{name}: corrupt codes section ({len(payloads[CODES]):,} bytes; the header says {n:,} "
+                        f"codes of {size} bytes)")
     try:
-        records = np.frombuffer(payloads[CODES], np.uint8).reshape(n, -1) if n else np.zeros((0, 1), np.uint8)
+        records = np.frombuffer(payloads[CODES], np.uint8).reshape(n, size)
         codes = unpack(records, d, k) if n else np.zeros((0, d), np.uint8)
     except (ValueError, DVAEError) as e:
         raise DVAEError(f"{name}: corrupt codes section ({e})") from None

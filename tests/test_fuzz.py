@@ -140,3 +140,160 @@ def test_checkpoint_metadata(tmp_path):
             _ok_or_dvae_error(load_checkpoint, path)
 
     check()
+
+
+# ---- every size field of a header at its extremes, under a wall-clock limit -------------------------
+
+EXTREMES = (0, 1, 2**31, 2**32 - 1)
+LIMIT_S = 10  # a reader that takes longer hangs (a loop or an allocation driven by the header)
+
+
+def _bounded(read, *args):
+    """Run `read(*args)` in a forked child with a wall-clock limit (a hang inside FAISS or NumPy cannot
+    be interrupted by a signal handler): 'ok', or 'DVAEError: ...' (one line); anything else fails."""
+    import multiprocessing
+    import traceback
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():
+        try:
+            read(*args)
+            send.send("ok")
+        except DVAEError as e:
+            send.send(f"DVAEError: {e}")
+        except BaseException:  # noqa: BLE001 - reported to the parent as the failure it is
+            send.send("other: " + traceback.format_exc())
+
+    process = context.Process(target=child)
+    process.start()
+    try:
+        if not receive.poll(LIMIT_S):
+            pytest.fail(f"{read.__name__} hung (over {LIMIT_S} s) on {args!r:.200}")
+        outcome = receive.recv()
+    finally:
+        process.kill()
+        process.join()
+    assert not outcome.startswith("other"), outcome
+    assert "\n" not in outcome, outcome
+    return outcome
+
+
+def _codes_header(packing=1, version=2, **fields) -> bytes:
+    import struct
+    import zlib
+
+    from dvae_cli.codes.formats.records import HEADERS, MAGIC
+
+    values = {"d": 7, "k": 10, "group": 7, "record": 3, "count": 5, "shard_index": 0, "shard_count": 1, "images": 5}
+    values.update(fields)
+    if packing == 2 and "group" not in fields:
+        values["group"] = 0
+    if packing == 2 and "record" not in fields:
+        values["record"] = 9
+    packed = HEADERS[2].pack(MAGIC, version, packing, values["d"], values["k"], values["group"], values["record"],
+                             values["count"], b"0123456789abcdef", values["shard_index"], values["shard_count"],
+                             values["images"], b"fedcba9876543210")
+    return packed + struct.pack("<I", zlib.crc32(packed))
+
+
+def _read_and_use_codes(data: bytes) -> None:
+    """What `dvae index` and `dvae search` do with a codes file: read it, index it, search it."""
+    from dvae_cli.search import SearchIndex
+
+    codes = read_codes(io.BytesIO(data))
+    index = SearchIndex.build(codes.indices, codes.classes or 10)
+    index.search_codes(codes.indices[:1], 3)
+
+
+CODE_FIELDS = ("d", "k", "group", "record", "count", "shard_index", "shard_count", "images")
+
+
+@pytest.mark.parametrize("packing", [1, 2])
+@pytest.mark.parametrize("field", CODE_FIELDS)
+def test_code_header_extremes(packing, field):
+    body = bytes(5 * (3 if packing == 1 else 9))
+    for value in EXTREMES + ((2**64 - 1, 2**63) if field == "count" else ()):
+        _bounded(_read_and_use_codes, _codes_header(packing, **{field: value}) + body)
+
+
+def test_packed_header_of_many_variables_is_refused_at_once():
+    """group_size looped g = 1..D: a header of D = 2**32 - 1 held dvae at 100% CPU."""
+    from dvae_cli.codes import group_size, record_bits
+    from dvae_cli.codes.packing import packed_record_bytes
+
+    for d in (2**16 + 1, 2**31, 2**32 - 1):
+        record = packed_record_bytes(d, 2, 1)
+        outcome = _bounded(_read_and_use_codes, _codes_header(1, d=d, k=2, group=1, record=record, count=1)
+                           + bytes(min(record, 1 << 20)))
+        assert outcome.startswith("DVAEError")
+    for d in (1, 2, 7, 30, 64, 200):  # the bounded search finds what trying every g <= D found
+        for k in (2, 3, 10, 255, 4096):
+            every = [g for g in range(1, d + 1) if k**g <= 2**63]
+            assert group_size(d, k) == min(every, key=lambda g: (record_bits(d, k, g), g))
+
+
+def _index_file(d=7, k=10, n=2, sections=1, codes_bytes=None, fp=b"0123456789abcdef") -> bytes:
+    import struct
+    import zlib
+
+    from dvae_cli.search_file import HEADER, MAGIC, SECTION
+
+    fields = HEADER.pack(MAGIC, 1, d, k, n, sections, fp)
+    payload = bytes(min(n * 3, 1 << 20) if codes_bytes is None else codes_bytes)
+    return (fields + struct.pack("<I", zlib.crc32(fields)) + SECTION.pack(b"codes", len(payload), zlib.crc32(payload))
+            + payload)
+
+
+def _read_and_use_index(path) -> None:
+    from dvae_cli.search_file import read_index
+
+    index = read_index(path)
+    index.search_codes(index.codes[:1] if len(index) else np.zeros((1, index.latent_vars), np.uint8), 3)
+
+
+@pytest.mark.parametrize("field", ["d", "k", "n", "sections", "codes_bytes"])
+def test_index_header_extremes(tmp_path, field):
+    path = tmp_path / "db.dvaeidx"
+    for value in EXTREMES + ((2**64 - 1,) if field == "n" else ()):
+        if field == "sections":
+            value = min(value, 2**16 - 1)
+        if field == "codes_bytes":
+            value = min(value, 1 << 20)
+        path.write_bytes(_index_file(**{field: value}))
+        _bounded(_read_and_use_index, path)
+
+
+def test_index_fingerprint_must_be_hex(tmp_path):
+    path = tmp_path / "db.dvaeidx"
+    path.write_bytes(_index_file(fp=b"\x1b[2J0123456789ab"))
+    assert "hex digits" in _bounded(_read_and_use_index, path)
+
+
+def test_checkpoint_size_fields_at_extremes(tmp_path):
+    """The model's sizes in the metadata, and the safetensors header's own sizes, at their extremes."""
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(_checkpoint(tmp_path))
+    tensors = safetensors.torch.load_file(str(good))
+    with safetensors.safe_open(str(good), "pt") as f:
+        metadata = f.metadata()
+    path = tmp_path / "bad.safetensors"
+    for value in EXTREMES:
+        for name in ("latent_vars", "classes", "hidden", "input_size"):
+            model = {**json.loads(metadata["model"]), name: value}
+            path.write_bytes(safetensors.torch.save(tensors, metadata={**metadata, "model": json.dumps(model)}))
+            _bounded(load_checkpoint, path)
+        path.write_bytes(safetensors.torch.save(tensors, metadata={**metadata, "epoch": str(value)}))
+        _bounded(load_checkpoint, path)
+        raw = good.read_bytes()
+        path.write_bytes(value.to_bytes(8, "little") + raw[8:])  # the JSON header's length
+        _bounded(load_checkpoint, path)
+        header_size = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_size])
+        first = next(k for k in header if k != "__metadata__")
+        for key, change in (("shape", lambda s: [value] * len(s)), ("data_offsets", lambda o: [o[0], value])):
+            damaged_header = {**header, first: {**header[first], key: change(header[first][key])}}
+            encoded = json.dumps(damaged_header).encode()
+            path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + header_size:])
+            _bounded(load_checkpoint, path)

@@ -56,6 +56,10 @@ def run() -> None:
         return
     from ..interrupts import Interrupted, exit_code, handle_stop_signals, signal_name
 
+    if sys.stdout is None:  # started with stdout closed (`dvae ... >&-`): what it prints would be lost
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            print("error: stdout is closed; give it somewhere to go (e.g. >/dev/null)", file=sys.stderr, flush=True)
+        sys.exit(1)
     handle_stop_signals()
     try:
         from .main import app
@@ -72,10 +76,12 @@ def run() -> None:
 def _say(line: str) -> None:
     """The last line on stderr, if it can still be written; stdout is sent to /dev/null, so what
     is left in its buffer cannot fail again (and print a traceback) when Python exits."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    with contextlib.suppress(OSError, ValueError):
-        print(line, file=sys.stderr, flush=True)
+    from ..terminal import escape
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print(escape(line), file=sys.stderr, flush=True)
 
 
 def __getattr__(name: str):

@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import fileio
-from ..data import BINARIZATIONS, DATASETS, ENV_DATA_DIR
+from .. import fileio, terminal
 from ..commandline import flag
+from ..data import BINARIZATIONS, DATASETS, ENV_DATA_DIR
 from ..errors import DVAEError, SettingError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..pretrained import NAMES as PRETRAINED_NAMES
@@ -114,7 +114,7 @@ def user_errors() -> Iterator[None]:
         yield
     except DVAEError as e:
         message = e.spelled(flag) if isinstance(e, SettingError) else str(e)
-        stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(terminal.escape(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)

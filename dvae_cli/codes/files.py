@@ -8,6 +8,7 @@ format units do) or touch a model (model_side.py does).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +21,10 @@ from .formats import DEFAULT, Codes, Shard, detect, get_format
 from .packing import MAX_CLASSES, check_classes, check_codes
 
 WRITE_CHUNK = 8192  # codes handed to a format writer at a time
+MAX_FILE_BYTES = 1 << 32  # the most a codes or index file may hold (4 GiB: 140 million codes of D=30 as
+# .npy); a larger file, or a stream (stdin, a FIFO, /dev/zero) that goes on past it, is refused
+READ_BLOCK = 1 << 20  # bytes read from a stream at a time
+HEAD = 128  # bytes enough to tell a format (`formats.detect`), checked before a stream is read on
 
 
 class CodeWriter:
@@ -77,21 +82,65 @@ def write_codes(target: str | os.PathLike | BinaryIO, codes: np.ndarray, classes
 def read_codes(source: str | os.PathLike | BinaryIO, latent_vars: int | None = None,
                classes: int | None = None) -> Codes:
     """Read a codes file of any format (detected from its first bytes) from a path, "-" (stdin)
-    or a binary file. Codes files are small (at most D bytes an image), so it is read whole.
+    or a binary file. Codes files are small (at most D bytes an image), so it is read whole, up to
+    MAX_FILE_BYTES (a stream is read in blocks, and one that is not a codes file is refused at once).
 
     `latent_vars` and `classes` help the formats that do not record them (text: K decides between
     digits and numbers, D is the width of an empty file)."""
-    name = str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "codes")
-    if name == "-":
-        data, name = sys.stdin.buffer.read(), "stdin"
-    elif isinstance(source, (str, os.PathLike)):
-        try:
-            data = Path(source).read_bytes()
-        except OSError as e:
-            raise DVAEError(f"{source}: cannot read it ({e.strerror})") from None
-    else:
-        data = source.read()
+    name, data = read_source(source, lambda head, name: detect(head, name))
     return detect(data, name).read(data, name, latent_vars, classes)
+
+
+def read_source(source: str | os.PathLike | BinaryIO, check_head=None,
+                limit: int | None = None) -> tuple[str, bytes]:
+    """(name, bytes) of a whole file: a path, "-" (stdin) or a binary file, read in blocks of
+    READ_BLOCK up to `limit` (default MAX_FILE_BYTES) bytes; past it, a one-line error, so an endless
+    stream ends dvae instead of filling memory. `check_head(head, name)` sees the first HEAD bytes (or
+    all, if fewer) before the rest is read, and raises for a stream that is not what it should be."""
+    limit = MAX_FILE_BYTES if limit is None else limit
+    if isinstance(source, (str, os.PathLike)) and str(source) == "-":
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise DVAEError("'-' reads stdin, but stdin is closed: pipe data in or give a file")
+        try:
+            return "stdin", _read_limited(sys.stdin.buffer, "stdin", limit, check_head)
+        except OSError as e:
+            raise DVAEError(f"stdin: cannot read it ({e.strerror or e})") from None
+    if not isinstance(source, (str, os.PathLike)):
+        name = getattr(source, "name", "codes")
+        return str(name), _read_limited(source, str(name), limit, check_head)
+    name = str(source)
+    try:
+        with open(source, "rb") as f:
+            found = os.fstat(f.fileno())
+            if stat.S_ISREG(found.st_mode):  # its size is known: checked, then one read
+                data = f.read(limit + 1) if found.st_size <= limit else b""
+                if len(data) > limit or found.st_size > limit:
+                    raise DVAEError(f"{name}: {max(found.st_size, len(data)):,} bytes, over dvae's ceiling of "
+                                    f"{limit:,} for a codes or index file")
+                return name, data
+            return name, _read_limited(f, name, limit, check_head)
+    except OSError as e:
+        raise DVAEError(f"{name}: cannot read it ({e.strerror or e})") from None
+
+
+def _read_limited(stream: BinaryIO, name: str, limit: int, check_head) -> bytes:
+    parts, total, checked = [], 0, check_head is None
+    while True:
+        block = stream.read(READ_BLOCK)
+        if not block:
+            break
+        parts.append(block)
+        total += len(block)
+        if total > limit:
+            raise DVAEError(f"{name}: more than {limit:,} bytes, over dvae's ceiling for a codes or "
+                            f"index file (a stream that does not end?)")
+        if not checked and total >= HEAD:
+            check_head(b"".join(parts)[:HEAD], name)
+            checked = True
+    data = b"".join(parts)
+    if not checked:
+        check_head(data, name)
+    return data
 
 
 def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | BinaryIO) -> Codes:
@@ -100,7 +149,8 @@ def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | Bin
     D, K and fingerprint (when recorded) and index type; else nothing is written."""
     if not sources:
         raise DVAEError("no codes files to join")
-    parts = [read_codes(source) for source in sources]
+    read = [read_source(source, lambda head, name: detect(head, name)) for source in sources]
+    parts = [detect(data, name).read(data, name, None, None) for name, data in read]
     first, name = parts[0], str(sources[0])
     for part, source in zip(parts[1:], sources[1:]):
         for what, mine, theirs in (("format", part.format, first.format), ("K", part.classes, first.classes),
@@ -116,8 +166,7 @@ def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | Bin
     joined = Codes(indices, first.format, first.classes, first.fingerprint, shard)
     if get_format(first.format).joins_verbatim:
         with open_output(target) as f:
-            for source in sources:
-                data = Path(source).read_bytes()
+            for _, data in read:  # as read above: a FIFO cannot be read twice
                 f.write(data + b"\n" if data and not data.endswith(b"\n") else data)
         return joined
     classes = first.classes or (256 if indices.dtype == np.uint8 else MAX_CLASSES)  # unrecorded K: as the index type

@@ -14,6 +14,12 @@ import numpy as np
 from ..errors import DVAEError
 
 MAX_CLASSES = 4096
+# Sane ceilings for anything a header or a line of text says (the thesis's model: D=30, K=10). A model
+# within model.py's parameter ceiling with any useful hidden layer stays far below them; they keep a
+# crafted header from driving an allocation, a loop or a FAISS index of billions of variables.
+MAX_LATENT_VARS = 1 << 16
+MAX_CODE_BITS = 1 << 24  # D*K: the one-hot bits of one code (2 MiB), FAISS's dimension for it
+GROUP_LIMIT = 2**63  # K**g of a packed group fits a signed 64-bit integer
 
 
 def _bits(classes: int, digits: int) -> int:
@@ -26,9 +32,19 @@ def record_bits(latent_vars: int, classes: int, group: int) -> int:
     return latent_vars // group * _bits(classes, group) + _bits(classes, latent_vars % group)
 
 
+def max_group(classes: int) -> int:
+    """The largest g with K**g <= 2**63 (63 for K=2, 5 for K=4096): at most 63 steps, whatever D."""
+    g = 1
+    while classes ** (g + 1) <= GROUP_LIMIT:
+        g += 1
+    return g
+
+
 def group_size(latent_vars: int, classes: int) -> int:
-    """The digits per group g (K**g <= 2**63) that make the smallest record; the smallest g on ties."""
-    sizes = [g for g in range(1, latent_vars + 1) if classes**g <= 2**63]
+    """The digits per group g (g <= D, K**g <= 2**63) that make the smallest record; the smallest g on
+    ties. At most 63 candidates, so a header's D, however large, costs no time here."""
+    check_classes(latent_vars, classes)
+    sizes = range(1, min(latent_vars, max_group(classes)) + 1)
     return min(sizes, key=lambda g: (record_bits(latent_vars, classes, g), g))
 
 
@@ -48,8 +64,13 @@ def index_dtype(classes: int) -> np.dtype:
 
 
 def check_classes(latent_vars: int, classes: int) -> None:
-    if latent_vars < 1 or not 2 <= classes <= MAX_CLASSES:
-        raise DVAEError(f"codes need D >= 1 and 2 <= K <= {MAX_CLASSES}; got D={latent_vars}, K={classes}")
+    """D and K within dvae's ceilings (1 <= D <= 65536, 2 <= K <= 4096, D*K <= 2**24), or a clear error."""
+    if not 1 <= latent_vars <= MAX_LATENT_VARS or not 2 <= classes <= MAX_CLASSES:
+        raise DVAEError(f"codes need 1 <= D <= {MAX_LATENT_VARS} and 2 <= K <= {MAX_CLASSES}; "
+                        f"got D={latent_vars}, K={classes}")
+    if latent_vars * classes > MAX_CODE_BITS:
+        raise DVAEError(f"codes of D={latent_vars}, K={classes} have {latent_vars * classes:,} one-hot bits, "
+                        f"over dvae's ceiling of {MAX_CODE_BITS:,}")
 
 
 def check_codes(codes: np.ndarray, classes: int, latent_vars: int | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...errors import DVAEError
 from ...inputs import NPY_ERRORS
-from ..packing import index_dtype
+from ..packing import MAX_LATENT_VARS, index_dtype
 from .base import CodeFormat, Codes, FormatWriter, Shard
 
 
@@ -55,6 +55,7 @@ class Indices(CodeFormat):
         return IndicesWriter(file, latent_vars, classes, count)
 
     def read(self, data: bytes, name: str, latent_vars: int | None, classes: int | None) -> Codes:
+        _check_npy_header(data, name)
         try:
             indices = np.load(io.BytesIO(data), allow_pickle=False)
         except NPY_ERRORS as e:
@@ -64,3 +65,25 @@ class Indices(CodeFormat):
         if indices.size and indices.min() < 0:
             raise DVAEError(f"{name}: negative class index {indices.min()}")
         return Codes(indices, self.name, None, None)
+
+
+def _check_npy_header(data: bytes, name: str) -> None:
+    """The header's shape and type against the bytes that follow it, before NumPy allocates the
+    array it announces (np.load of a stream allocates first, then reads)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(stream)
+    except NPY_ERRORS as e:
+        raise DVAEError(f"{name}: not a valid .npy file of indices ({e})") from None
+    if dtype.hasobject:
+        raise DVAEError(f"{name}: not a valid .npy file of indices (it holds Python objects, never unpickled)")
+    if len(shape) != 2 or dtype.kind not in "iu":
+        raise DVAEError(f"{name}: indices must be an (N, D) integer array, got {dtype} {shape}")
+    if shape[1] > MAX_LATENT_VARS:
+        raise DVAEError(f"{name}: indices of D={shape[1]:,} variables; codes have at most D={MAX_LATENT_VARS}")
+    expected, found = shape[0] * shape[1] * dtype.itemsize, len(data) - stream.tell()
+    if found != expected:
+        raise DVAEError(f"{name}: the .npy header says {shape[0]:,} x {shape[1]:,} {dtype} ({expected:,} bytes), "
+                        f"the file holds {found:,} bytes of data")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..packing import group_size, pack, packed_record_bytes, unpack
+from ..packing import group_size, max_group, pack, packed_record_bytes, unpack
 from .records import RecordFormat
 
 
@@ -20,7 +20,7 @@ class Packed(RecordFormat):
         return group_size(latent_vars, classes)
 
     def valid_group(self, latent_vars: int, classes: int, group: int) -> bool:
-        return 1 <= group <= latent_vars and classes**group <= 2**63
+        return 1 <= group <= min(latent_vars, max_group(classes))  # K**g <= 2**63, no huge power
 
     def record_bytes(self, latent_vars: int, classes: int, group: int = 0) -> int:
         return packed_record_bytes(latent_vars, classes, group)

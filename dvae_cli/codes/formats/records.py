@@ -53,8 +53,13 @@ def _hex16(value: str | None, what: str) -> bytes:
     return value.encode("ascii")
 
 
-def _text16(field: bytes) -> str | None:
-    return field.decode("ascii", "replace") if field.strip(b"\0") else None
+def _text16(field: bytes, name: str, what: str) -> str | None:
+    """A header's 16 hex digits (None for 16 zero bytes); anything else is a damaged header."""
+    if not field.strip(b"\0"):
+        return None
+    if len(field) != 16 or not all(c in HEX.encode() for c in field):
+        raise DVAEError(f"{name}: corrupt codes header (the {what} is not 16 lowercase hex digits)")
+    return field.decode("ascii")
 
 
 def header_bytes(packing: int, header: Header) -> bytes:
@@ -94,14 +99,21 @@ def parse_header(data: bytes, name: str) -> Header:
     if zlib.crc32(fields) != int.from_bytes(data[layout.size:size], "little"):
         raise DVAEError(f"{name}: corrupt codes header (checksum mismatch)")
     _, _, packing, d, k, group, record, count, fp, *rest = layout.unpack(fields)
-    check_classes(d, k)
+    try:
+        check_classes(d, k)  # before D or K size anything
+    except DVAEError as e:
+        raise DVAEError(f"{name}: corrupt codes header ({e})") from None
     shard = None
     if rest and rest[1]:  # shard count 0: not recorded
         index, parts, images, identity = rest
-        if index >= parts or not all(c in HEX.encode() for c in identity):
-            raise DVAEError(f"{name}: inconsistent codes header (shard {index}/{parts}, input {identity!r})")
-        shard = Shard(index, parts, images, identity.decode("ascii"))
-    return Header(packing, d, k, group, record, None if count == UNKNOWN_COUNT else count, _text16(fp), shard, size)
+        if index >= parts:
+            raise DVAEError(f"{name}: inconsistent codes header (shard {index}/{parts})")
+        identity = _text16(identity, name, "input identity")
+        if identity is None:
+            raise DVAEError(f"{name}: inconsistent codes header (shard {index}/{parts} of no input identity)")
+        shard = Shard(index, parts, images, identity)
+    return Header(packing, d, k, group, record, None if count == UNKNOWN_COUNT else count,
+                  _text16(fp, name, "fingerprint"), shard, size)
 
 
 class RecordWriter(FormatWriter):

@@ -13,7 +13,11 @@ from typing import BinaryIO
 import numpy as np
 
 from ...errors import DVAEError
+from ...terminal import show_bytes
+from ..packing import MAX_LATENT_VARS
 from .base import CodeFormat, Codes, FormatWriter, Shard
+
+NUMBER_DIGITS = 9  # a class index has at most 4 digits (K <= 4096); longer numbers are refused unread
 
 
 def text_lines(codes: np.ndarray, classes: int) -> bytes:
@@ -66,11 +70,18 @@ class Text(CodeFormat):
         return Codes(indices, self.name, None, None)
 
 
+def _check_width(d: int, name: str, what: str) -> None:
+    """The first line's D within dvae's ceiling, before it sizes anything."""
+    if d > MAX_LATENT_VARS:
+        raise DVAEError(f"{name}: line 1 has {d:,} {what}; codes have at most D={MAX_LATENT_VARS} variables")
+
+
 def _digits(data: bytes, lines: list[bytes], name: str, latent_vars: int | None) -> np.ndarray:
     """Lines of D digits each; whitespace around a line (a CRLF ending too) is ignored."""
     if any(c in data for c in b" \t\v\f\r"):  # the rare layout: strip each line, then read as usual
         lines = [line.strip() for line in lines]
     d = latent_vars if latent_vars is not None else len(lines[0])
+    _check_width(d, name, "digits")
     lengths = np.fromiter(map(len, lines), np.int64, len(lines))
     if (lengths != d).any():
         row = int((lengths != d).argmax())
@@ -79,18 +90,21 @@ def _digits(data: bytes, lines: list[bytes], name: str, latent_vars: int | None)
     bad = ((chars - np.uint8(ord("0"))) > 9).any(axis=1)
     if bad.any():
         row = int(bad.argmax())
-        raise DVAEError(f"{name}: line {row + 1}: expected D={d} digits 0-9, found {lines[row][:80]!r}")
+        raise DVAEError(f"{name}: line {row + 1}: expected D={d} digits 0-9, found '{show_bytes(lines[row])}'")
     return chars - np.uint8(ord("0"))
 
 
 def _numbers(lines: list[bytes], name: str, latent_vars: int | None) -> np.ndarray:
     """Lines of D decimal numbers separated by any whitespace."""
+    d = latent_vars if latent_vars is not None else len(lines[0].split())
+    _check_width(d, name, "numbers")
     rows = [line.split() for line in lines]
-    d = latent_vars if latent_vars is not None else len(rows[0])
     for number, row in enumerate(rows, 1):
         if len(row) != d or not all(token.isdigit() for token in row):
-            what = f"{len(row)} numbers" if len(row) != d else f"{b' '.join(row)[:80]!r}"
+            what = f"{len(row)} numbers" if len(row) != d else f"'{show_bytes(b' '.join(row))}'"
             raise DVAEError(f"{name}: line {number}: expected D={d} whole numbers, found {what}")
+        if any(len(token) > NUMBER_DIGITS for token in row):
+            raise DVAEError(f"{name}: line {number}: a class index is far too large")
     try:
         indices = np.array([[int(t) for t in row] for row in rows], np.int64).reshape(len(rows), d)
     except OverflowError:
