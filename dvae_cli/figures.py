@@ -24,6 +24,7 @@ from torch import Tensor
 from .data import DEFAULT_DATA
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
+from .runfolder import monitored
 from .model import DiscreteVAE, one_hot_argmax
 
 if TYPE_CHECKING:
@@ -231,12 +232,12 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
     return fig
 
 
-CURVES = (
-    ("valid_neg_elbo", "validation -ELBO (nats)"),
-    ("valid_log_lik", "validation log p(x|y) (reconstruction)"),
-    ("valid_kl", "validation KL(q(y|x) || uniform)"),
-    ("valid_classes_used", "classes used per variable (perplexity of mean pi)"),
-    ("valid_mean_max_prob", "mean max-probability of pi"),
+CURVES = (  # on the validation split (the test split for a run trained without one)
+    ("neg_elbo", "validation (or test) -ELBO (nats)"),
+    ("log_lik", "validation (or test) log p(x|y) (reconstruction)"),
+    ("kl", "validation (or test) KL(q(y|x) || uniform)"),
+    ("classes_used", "classes used per variable (perplexity of mean pi)"),
+    ("mean_max_prob", "mean max-probability of pi"),
 )
 SCHEDULE = (("tau", "-"), ("beta", "--"), ("diversity", ":"))
 
@@ -252,7 +253,7 @@ def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
         epochs = [m["epoch"] for m in metrics]
         style = {"color": f"C{color}", "marker": "o", "markersize": 2.5, "linewidth": 1.2}
         for ax, (key, _) in zip(axes, CURVES):
-            ax.plot(epochs, [m.get(key, np.nan) for m in metrics], label=label, **style)
+            ax.plot(epochs, [monitored(m, key) for m in metrics], label=label, **style)
         for key, dash in SCHEDULE:
             if any(key in m for m in metrics):
                 axes[5].plot(epochs, [m.get(key, np.nan) for m in metrics], linestyle=dash,

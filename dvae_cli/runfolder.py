@@ -54,6 +54,17 @@ def group_runs(group: str | os.PathLike) -> list[Path]:
     return sorted((d for d in group.iterdir() if is_run(d)), key=lambda d: (len(d.name), d.name))
 
 
+def monitor_split(valid_size: int) -> str:
+    """The split a run evaluates after each epoch: its validation split, or the test split when it
+    trains on all training images (valid_size 0; its best checkpoint is then its last)."""
+    return "valid" if valid_size else "test"
+
+
+def monitored(record: dict, name: str) -> float:
+    """An epoch record's metric `name` (e.g. "neg_elbo") on the split the run monitored."""
+    return record.get(f"valid_{name}", record.get(f"test_{name}", float("nan")))
+
+
 def default_out(method: str) -> Path:
     """A new run's folder: runs/<method>-<timestamp>."""
     return RUNS / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"

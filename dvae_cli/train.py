@@ -31,8 +31,8 @@ from .methods import Method, MethodLoss, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig
 from .progress import Reporter
-from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, read_config, read_metrics,
-                        write_config, write_metrics)
+from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, monitor_split,
+                        read_config, read_metrics, write_config, write_metrics)
 from .runlock import run_lock
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
@@ -60,6 +60,7 @@ class TrainConfig:
     data_dir: str | None = None
     save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
     compile: bool = False  # torch.compile the loss (on CUDA in mode "reduce-overhead": CUDA graphs)
+    preset: str | None = None  # the protocol (presets.py) these settings came from, for the record
 
     def __post_init__(self) -> None:
         self._method = make_method(self.method, self.hparams)
@@ -111,9 +112,9 @@ def make_optimizer(name: str, params, lr: float, device: torch.device) -> torch.
 
 def load_data(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's training images (the first train_limit; dynamic binarization: their grey values)
-    and the validation targets, on `device`."""
+    and the targets of the split it monitors (runfolder.monitor_split), on `device`."""
     return (load_split("train", config.data_dir, config.train_limit, device, config.data, training=True),
-            load_split("valid", config.data_dir, device=device, data=config.data))
+            load_split(monitor_split(config.data.valid_size), config.data_dir, device=device, data=config.data))
 
 
 def environment(device: torch.device) -> dict:
@@ -130,13 +131,13 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def _format_epoch(m: dict, epochs: int) -> str:
+def _format_epoch(m: dict, epochs: int, split: str) -> str:
     sched = " ".join(f"{k} {m[k]:.4g}" for k in ("tau", "beta", "diversity") if k in m)
     return (
         f"epoch {m['epoch']:>3}/{epochs}  train log p(x|y) {m['train_log_lik']:8.3f}  "
-        f"valid log p(x|y) {m['valid_log_lik']:8.3f}  KL {m['valid_kl']:6.3f}  "
-        f"classes {m['valid_classes_used']:4.2f}  "
-        f"valid -ELBO {m['valid_neg_elbo']:8.3f}  {sched}  {m['seconds']:.1f}s"
+        f"{split} log p(x|y) {m[f'{split}_log_lik']:8.3f}  KL {m[f'{split}_kl']:6.3f}  "
+        f"classes {m[f'{split}_classes_used']:4.2f}  train -ELBO {m['train_neg_elbo']:8.3f}  "
+        f"{split} -ELBO {m[f'{split}_neg_elbo']:8.3f}  {sched}  {m['seconds']:.1f}s"
     )
 
 
@@ -229,6 +230,7 @@ class Run:
         self.device = distributed.local_device(resolve_device(config.device))
         self.method = config.method_object
         self.train_data, self.valid_data = data or load_data(config, self.device)
+        self.monitor = monitor_split(config.data.valid_size)  # valid_data: that split's targets
         torch.manual_seed(config.seed)  # the initial weights do not depend on the device
         self.model = DiscreteVAE(config.model).to(self.device)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr, self.device)
@@ -282,8 +284,8 @@ class Run:
     def save(self, record: dict) -> None:
         """Checkpoints, metrics and (last, as the commit point) the resume state."""
         files = [LAST]
-        if record["valid_neg_elbo"] < self.best:
-            self.best = record["valid_neg_elbo"]
+        if self.monitor == "test" or record["valid_neg_elbo"] < self.best:  # no validation split: best = last
+            self.best = record[f"{self.monitor}_neg_elbo"]
             files.insert(0, BEST)
         if self.config.save_every and self.epoch % self.config.save_every == 0:
             files.append(epoch_checkpoint(self.epoch))
@@ -309,13 +311,13 @@ class Run:
         valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
         codes = code_statistics(self.model, self.valid_data)
         valid.update(classes_used=codes["perplexity_mean"], mean_max_prob=codes["mean_max_prob"])
-        record = {"epoch": self.epoch, **train, **{f"valid_{k}": v for k, v in valid.items()},
+        record = {"epoch": self.epoch, **train, **{f"{self.monitor}_{k}": v for k, v in valid.items()},
                   **{k: v for k, v in schedule.items() if k != "lr_scale"},
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         with deferred_interrupt():  # an epoch's files are written completely or not at all
             self.metrics.append(record)
             self.save(record)
-        self.reporter.log(_format_epoch(record, self.config.epochs))
+        self.reporter.log(_format_epoch(record, self.config.epochs, self.monitor))
 
 
 @contextlib.contextmanager

@@ -21,12 +21,14 @@ from ..commandline import flag, negative_flag
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..methods import METHODS
+from ..presets import PRESETS
 from ..model import ACTIVATIONS
 from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, JSON, QUIET, Binarize, Dataset, data_config, data_dir_arg,
                      output_option, stderr, user_errors)
 
 app = typer.Typer()
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
 Activation = Enum("Activation", {name: name for name in ACTIVATIONS}, type=str)
 Optimizer = Enum("Optimizer", {name: name for name in ("adam", "radam")}, type=str)
 
@@ -138,6 +140,9 @@ def train(
     optimizer: Optimizer = typer.Option("adam", help="adam (the thesis) or radam (torch.optim)."),
     dataset: Dataset = DATASET,
     binarize: Binarize = BINARIZE,
+    preset: Optional[Preset] = typer.Option(None, help="A benchmark's protocol, its settings the defaults of "
+                                            "the flags not given: " + "; ".join(
+                                                f"{name} = {p.summary}" for name, p in PRESETS.items()) + "."),
     data_dir: Optional[Path] = DATA_DIR,
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
@@ -163,7 +168,7 @@ def train(
     from ..progress import for_terminal
     from ..multirun import resume_group, train_seeds
     from ..reproduce import parse_seeds
-    from ..runfolder import default_out, group_runs, has_epoch, read_metrics
+    from ..runfolder import default_out, group_runs, has_epoch, monitored, read_metrics
     from ..train import TrainConfig, resume as resume_run, train as train_run
 
     reporter = for_terminal(quiet)
@@ -192,6 +197,11 @@ def train(
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=widths,
                                       input_size=data.pixels, activation=activation.value),
                 )
+                if preset is not None:
+                    from ..presets import apply_preset
+
+                    given = {p for p in ctx.params if ctx.get_parameter_source(p).name == "COMMANDLINE"}
+                    config = apply_preset(config, preset.value, given | set(hparams))
                 output = output or default_out(config.method)
                 if seeds is not None:
                     if ctx.get_parameter_source("seed").name == "COMMANDLINE":
@@ -217,7 +227,7 @@ def train(
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
         if json_out:  # one JSON object a line, one line a run
-            best = min(metrics, key=lambda m: m["valid_neg_elbo"]) if metrics else None
+            best = min(metrics, key=lambda m: monitored(m, "neg_elbo")) if metrics else None
             print(json.dumps({"run": str(run_dir), "epochs": len(metrics), "best": best,
                               "last": metrics[-1] if metrics else None}))
         else:

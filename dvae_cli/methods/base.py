@@ -139,6 +139,7 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str]
     elbo_gradient: ClassVar[bool] = True  # whether the encoder's update estimates the -ELBO's gradient
+    temperature: ClassVar[tuple[str, ...]] = ()  # the settings that together fix its temperature (presets set them)
     Config: ClassVar[type] = CommonConfig
 
     def __init__(self, config: CommonConfig | None = None):

@@ -47,6 +47,7 @@ class GST(Method):
     name = "gst"
     summary = "gapped straight-through: the sample's logits moved to lead by a gap, softmax backward (Fan et al. 2022)"
     Config = GSTConfig
+    temperature = ("gst_tau",)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config

@@ -39,6 +39,7 @@ class Gumbel(Method):
     name = "gumbel"
     summary = "relaxed Gumbel-Softmax, backpropagation on -ELBO"
     Config = GumbelConfig
+    temperature = ("tau0", "tau_min")
 
     def anneal(self, epoch: int) -> dict[str, float]:
         return temperature_schedule(self.config, epoch)

@@ -48,6 +48,7 @@ class GumbelRao(Method):
     name = "gumbel-rao"
     summary = "Gumbel-Rao: ST Gumbel-Softmax, backward averaged over Gumbel noise given the sample (Paulus et al. 2021)"
     Config = GumbelRaoConfig
+    temperature = ("rao_tau",)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config

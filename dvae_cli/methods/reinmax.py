@@ -29,6 +29,7 @@ class ReinMax(Method):
     name = "reinmax"
     summary = "ReinMax, the second-order straight-through estimator (Liu et al. 2023)"
     Config = ReinMaxConfig
+    temperature = ("reinmax_tau",)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config

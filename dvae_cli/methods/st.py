@@ -28,6 +28,7 @@ class StraightThrough(Method):
     name = "st"
     summary = "straight-through: one-hot sample forward, gradient of softmax(theta / tau) backward"
     Config = StraightThroughConfig
+    temperature = ("st_tau",)
 
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config

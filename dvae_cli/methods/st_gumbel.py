@@ -17,6 +17,7 @@ class STGumbel(Method):
     name = "st-gumbel"
     summary = "straight-through Gumbel-Softmax (hard forward, relaxed backward)"
     Config = GumbelConfig
+    temperature = ("tau0", "tau_min")
 
     def anneal(self, epoch: int) -> dict[str, float]:
         return temperature_schedule(self.config, epoch)
