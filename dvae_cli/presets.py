@@ -61,7 +61,7 @@ REINMAX_TUNED = {
 }
 REINMAX = Preset(
     "reinmax",
-    "the MNIST-VAE protocol of GST and ReinMax: 784-512-256 ReLU, grey-scale targets, RAdam, batch 100, "
+    "the MNIST-VAE protocol of GST and ReinMax: pixels-512-256 ReLU, grey-scale targets, RAdam, batch 100, "
     "160 epochs on all 60,000 training images, per-shape lr and temperature",
     {"hidden": (512, 256), "activation": "relu", "binarize": "none", "valid_size": 0, "optimizer": "radam",
      "batch_size": 100, "epochs": 160},

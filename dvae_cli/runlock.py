@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import DVAEError
+from .errors import DVAEError, Setting, SettingError
 
 try:
     import fcntl
@@ -112,7 +112,7 @@ def run_lock(folder: str | os.PathLike, on_takeover: Callable[[str], None] = lam
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise DVAEError(f"{folder}: exists and is not a folder; choose another --out") from None
+        raise SettingError(f"{folder}: exists and is not a folder; choose another ", Setting("out")) from None
     except OSError as e:
         raise DVAEError(f"{folder}: cannot create the run folder ({e.strerror})") from None
     path = folder / LOCK
@@ -148,8 +148,8 @@ def run_lock(folder: str | os.PathLike, on_takeover: Callable[[str], None] = lam
                             f"wait for it, or if no dvae is running on {folder}, delete {path}")
         who = f"process {pid} on {host}"
         hint = "" if here else f"; if that process is gone, delete {path}"
-        raise DVAEError(f"{folder} is in use by {who} (since {owner.get('since', '?')}): "
-                        f"wait for it or choose another --out{hint}")
+        raise SettingError(f"{folder} is in use by {who} (since {owner.get('since', '?')}): "
+                           "wait for it or choose another ", Setting("out"), hint)
     else:
         raise DVAEError(f"{folder}: could not take the run folder's lock ({path}); try again")
     try:

@@ -117,7 +117,7 @@ def test_rloo_is_unbiased_for_the_encoder():
 
 
 def test_config_validation():
-    with pytest.raises(DVAEError, match="--samples must be >= 2"):
+    with pytest.raises(DVAEError, match="^samples must be >= 2"):
         make_method("rloo", {"samples": 1})
-    with pytest.raises(DVAEError, match="--reinmax-tau must be greater than 0"):
+    with pytest.raises(DVAEError, match="^reinmax_tau must be greater than 0"):
         make_method("reinmax", {"reinmax_tau": 0.0})

@@ -167,11 +167,11 @@ def test_gumbel_rao_is_st_gumbel_in_expectation_with_less_variance():
 
 
 @pytest.mark.parametrize("hparams, name, message", [
-    ({"rao_samples": 0}, "gumbel-rao", "--rao-samples must be >= 1"),
-    ({"rao_tau": 0.0}, "gumbel-rao", "--rao-tau must be greater than 0"),
-    ({"gst_gap": -1.0}, "gst", "--gst-gap must be >= 0"),
-    ({"gst_tau": 0.0}, "gst", "--gst-tau must be greater than 0"),
-    ({"st_tau": -1.0}, "st", "--st-tau must be greater than 0"),
+    ({"rao_samples": 0}, "gumbel-rao", "rao_samples must be >= 1"),
+    ({"rao_tau": 0.0}, "gumbel-rao", "rao_tau must be greater than 0"),
+    ({"gst_gap": -1.0}, "gst", "gst_gap must be >= 0"),
+    ({"gst_tau": 0.0}, "gst", "gst_tau must be greater than 0"),
+    ({"st_tau": -1.0}, "st", "st_tau must be greater than 0"),
 ])
 def test_settings_are_checked(hparams, name, message):
     with pytest.raises(DVAEError, match=message):

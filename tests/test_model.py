@@ -145,7 +145,7 @@ def test_dtp_log_correction_with_cross_entropy():
     (-(target * log_pi).sum((1, 2)) + 0.5 * kl_to_uniform(log_pi)).mean().backward()
     for g, p in zip(got, model.encoder.parameters()):
         torch.testing.assert_close(g, p.grad)
-    with pytest.raises(DVAEError, match="needs --dtp-target prob"):
+    with pytest.raises(DVAEError, match="needs dtp_target prob"):
         make_method("dtp", {"dtp_correction": "log", "dtp_target": "sample"})
 
 
@@ -186,5 +186,5 @@ def test_diversity_schedule_and_defaults():
     assert "diversity" not in make_method("dtp", {"diversity": 0.0}).schedule(0)  # the literal reading
     method = make_method("st", {"diversity": 2.0, "diversity_warmup": 4})
     assert [method.schedule(e)["diversity"] for e in (0, 2, 4, 9)] == [0.0, 1.0, 2.0, 2.0]
-    with pytest.raises(DVAEError, match="--diversity must be >= 0"):
+    with pytest.raises(DVAEError, match="^diversity must be >= 0"):
         make_method("dtp", {"diversity": -1.0})
