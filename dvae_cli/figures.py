@@ -270,6 +270,33 @@ def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
     return fig
 
 
+def suite_figure(results: dict) -> Figure:
+    """One panel per latent shape of a benchmark suite (benchmark.py): each method's training and
+    test -ELBO, mean and sd over seeds."""
+    rows = results["rows"]
+    shapes = list(dict.fromkeys(row["shape"] for row in rows))
+    fig = _figure(max(420, 380 * len(shapes)), 420)
+    fig.set_layout_engine("constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(shapes), squeeze=False)[0])
+    for ax, shape in zip(axes, shapes):
+        mine = [row for row in rows if row["shape"] == shape]
+        x = np.arange(len(mine))
+        for offset, key, label in ((-0.2, "train_neg_elbo", "train"), (0.2, "test_neg_elbo", "test")):
+            means = [row["mean"][key] for row in mine]
+            errors = [row["std"][key] or 0.0 for row in mine]
+            ax.bar(x + offset, means, 0.4, yerr=errors, label=label, capsize=2)
+        ax.set_xticks(x, [row["method"] for row in mine], rotation=45, ha="right", fontsize=8)
+        low = min(row["mean"][k] for row in mine for k in ("train_neg_elbo", "test_neg_elbo"))
+        high = max(row["mean"][k] for row in mine for k in ("train_neg_elbo", "test_neg_elbo"))
+        ax.set_ylim(low - 0.1 * (high - low) - 1, high + 0.1 * (high - low) + 1)
+        ax.set_title(f"{shape} (classes x variables)", fontsize=9)
+        ax.set_ylabel("-ELBO (nats)")
+    axes[0].legend(fontsize=8)
+    p = results["protocol"]
+    fig.suptitle(f"dvae reproduce --suite {p['suite']}, {p['epochs']} epochs, mean ± sd over seeds", fontsize=9)
+    return fig
+
+
 def output_format(path: str | os.PathLike) -> str:
     """The figure format named by the file's suffix: png, svg or pdf."""
     fmt = Path(path).suffix.lower().lstrip(".")

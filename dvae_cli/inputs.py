@@ -206,6 +206,8 @@ def _png(path: Path, data: DataConfig) -> np.ndarray:
                 raise DVAEError(f"{path}: image is {image.size[0]}x{image.size[1]} (width x height), expected "
                                 f"{data.width}x{data.height} (the model learned {data.describe()})")
             return np.asarray(image.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise DVAEError(f"{path}: the PNG claims more pixels than dvae will decode (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DVAEError(f"{path}: not a readable PNG file ({e})") from None
 

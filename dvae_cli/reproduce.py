@@ -105,17 +105,6 @@ def select_models(names: list[str] | None = None, include_all: bool = False) -> 
     return [m for m in MODELS.values() if m.name in names]
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2]: distinct non-negative integers."""
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise DVAEError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise DVAEError(f"seeds must be distinct non-negative integers, got {text!r}")
-    return seeds
-
-
 def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
     """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
     status = run_status(config, run)

@@ -99,6 +99,17 @@ def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
     return str(data_dir) if data_dir else None
 
 
+def parse_seeds(text: str) -> list[int]:
+    """--seeds '0,1,2' -> [0, 1, 2]: distinct integers from 0 to 2^63 - 1."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise DVAEError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+    if any(not 0 <= s < 2**63 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise DVAEError(f"seeds must be distinct integers from 0 to 2^63 - 1, got {text!r}")
+    return seeds
+
+
 def data_config(dataset: Dataset, binarize: Binarize, data_dir: Optional[Path]):
     """The DataConfig of --dataset and --binarize, its image size read from the files in --data-dir."""
     from ..data import describe

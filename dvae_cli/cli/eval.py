@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from .. import terminal
 from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, checkpoint, checkpoint_name, data_dir_arg,
                      stdout, user_errors)
 
@@ -65,7 +67,8 @@ def eval_command(
     if json_out:
         print(json.dumps(result))
         return
-    table = Table(title=f"{name} ({loaded.method}, epoch {loaded.epoch}) on {split.value}, "
+    shown = escape(terminal.escape(f"{name} ({loaded.method}, epoch {loaded.epoch})"))  # strings from the file
+    table = Table(title=f"{shown} on {split.value}, "
                         f"{result['images']} images of {loaded.data.describe()}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -14,7 +14,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .common import DATA_DIR, DEVICE, JSON, QUIET, Split, data_dir_arg, stdout, user_errors
+from .common import (CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
+                     user_errors)
 from ..errors import DVAEError
 from ..methods import METHODS
 from ..pretrained import NAMES as PRETRAINED_NAMES
@@ -69,9 +70,11 @@ def report_table(report) -> Table:
 
 @app.command()
 def gradients(
-    ckpts: List[Path] = typer.Argument(..., metavar="CKPT...", help="Checkpoint files or run folders (their best "
-                                       f"checkpoint), or {PRETRAINED_NAMES}; several (e.g. a run's "
-                                       "epoch-*.safetensors from --save-every) make the over-training figure."),
+    ckpts: Optional[List[str]] = typer.Argument(None, metavar="CKPT...", help="Checkpoint files or run folders "
+                                                "(their best checkpoint), or " f"{PRETRAINED_NAMES}; several (e.g. "
+                                                "a run's epoch-*.safetensors from --save-every) make the "
+                                                "over-training figure. Default: --ckpt."),
+    ckpt: Optional[str] = CKPT,
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to measure (default all: "
                                           f"{','.join(METHODS)})."),
     batch: int = typer.Option(100, min=1, help="Images in the fixed batch: the first N of --split."),
@@ -82,8 +85,8 @@ def gradients(
     tau: Optional[float] = typer.Option(None, min=1e-6, help="Temperature of gumbel and st-gumbel (default: "
                                         "their schedule at the checkpoint's epoch)."),
     seed: int = typer.Option(0, help="Seed of the reference's samples and of the methods' noise."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Also write a figure (.png, .svg, .pdf): bias "
-                                       "against std for one checkpoint, alignment against epoch for several."),
+    out: Optional[Path] = output_option("Also write a figure (.png, .svg, .pdf): bias against std for one "
+                                        "checkpoint, alignment against epoch for several.", required=False),
     json_out: bool = JSON,
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
@@ -108,14 +111,17 @@ def gradients(
         if out is not None:
             output_format(out)  # a bad suffix fails before the work
         dev = resolve_device(device)
-        checkpoints = [load_checkpoint(ckpt, dev) for ckpt in ckpts]  # a wrong path fails before the work
+        ckpts = ckpts or [str(checkpoint(None, ckpt))]  # none given: --ckpt, $DVAE_CKPT, the newest run...
+        checkpoints = [load_checkpoint(c, dev) for c in ckpts]  # a wrong path fails before the work
+        if out is not None:
+            check_output(out, *(c.path for c in checkpoints))
         batches = {c.data: load_split(split.value, data_dir_arg(data_dir), batch, dev, c.data) for c in checkpoints}
         reporter = for_terminal(quiet)
         reports = []
         try:
-            for ckpt, checkpoint in zip(ckpts, checkpoints):
-                reports.append(measure(checkpoint, batches[checkpoint.data], estimators(checkpoint, names, tau), reference_samples,
-                                       repeats, seed, reporter, label=str(ckpt)))
+            for name, loaded in zip(ckpts, checkpoints):
+                reports.append(measure(loaded, batches[loaded.data], estimators(loaded, names, tau), reference_samples,
+                                       repeats, seed, reporter, label=str(name)))
         finally:
             reporter.close()
         if out is not None:

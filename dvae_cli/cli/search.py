@@ -22,22 +22,18 @@ from rich.table import Table
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..fileio import check_output
-from .common import JSON, QUIET, stdout, user_errors
+from .common import CKPT, DEVICE, JSON, QUIET, output_option, stdout, user_errors
 from ..codes import decode, read_codes
+from ..codes.files import read_source
 from ..runfolder import default_checkpoint
 from ..errors import DVAEError
 from ..inputs import NPY_MAGIC, PNG_MAGIC, ImageSource, is_image_shape, open_images
-from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..progress import for_terminal
 from ..retrieval import KS
 from ..search import ASYMMETRIC, RERANK, Neighbours, SearchIndex, query_log_pi
 from ..search_file import is_index_file
 
 app = typer.Typer()
-
-CKPT_HELP = (f"Checkpoint file, run folder, or {PRETRAINED_NAMES}: the encoder of image queries and "
-             "database images, the decoder of --figure (default: $DVAE_CKPT, else the newest run under "
-             "./runs, else pretrained:best).")
 DB_HELP = ("Database: a search index (dvae index), codes in any format, or images (encoded with --ckpt).")
 
 
@@ -53,19 +49,21 @@ class Opened:
     images: Optional[ImageSource] = None
 
 
-class Model:
-    """The checkpoint, loaded when first needed (Hamming search over codes needs none)."""
+class LazyCheckpoint:
+    """The --ckpt checkpoint, loaded on `device` when first needed (Hamming search over codes needs none)."""
 
-    def __init__(self, ckpt: Optional[Path]):
-        self.ckpt, self._loaded = ckpt, None
+    def __init__(self, ckpt: Optional[str], device: str = "cpu"):
+        self.ckpt, self.device, self._loaded = ckpt, device, None
 
     def get(self) -> Checkpoint:
         if self._loaded is None:
-            self._loaded = load_checkpoint(self.ckpt or default_checkpoint(), "cpu")
+            from ..distributed import resolve_device
+
+            self._loaded = load_checkpoint(self.ckpt or default_checkpoint(), resolve_device(self.device))
         return self._loaded
 
 
-def _looks_like_images(head: bytes, data: io.BufferedIOBase, model: Model) -> bool:
+def _looks_like_images(head: bytes, data: io.BufferedIOBase, model: LazyCheckpoint) -> bool:
     """Whether a file's content is images: a PNG, an IDX file, or a .npy of 3 dimensions or of rows of
     the model's pixel count (a 2-D .npy of another width is codes)."""
     if head.startswith(PNG_MAGIC) or head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
@@ -82,13 +80,13 @@ def _looks_like_images(head: bytes, data: io.BufferedIOBase, model: Model) -> bo
     return False
 
 
-def _open(source: str, what: str, model: Model) -> Opened:
+def _open(source: str, what: str, model: LazyCheckpoint) -> Opened:
     """Recognise a database or query argument by its content and open it (images: of the size of the
     data set the model learned)."""
     if source == "-":
         if sys.stdin.isatty():
             raise DVAEError(f"{what} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
-        stream = io.BytesIO(sys.stdin.buffer.read())
+        stream = io.BytesIO(read_source("-")[1])  # read in blocks, up to a ceiling
         if _looks_like_images(stream.read(8), io.BytesIO(stream.getvalue()), model):
             return Opened("stdin", images=open_images("-", io.BytesIO(stream.getvalue()), model.get().data))
         stream.seek(0)
@@ -123,7 +121,7 @@ def _check_model(index: SearchIndex, loaded: Checkpoint, name: str, force: bool)
                         f"{loaded.path} has {loaded.fingerprint}); give its --ckpt, or --force")
 
 
-def _database(opened: Opened, model: Model, quiet: bool) -> SearchIndex:
+def _database(opened: Opened, model: LazyCheckpoint, quiet: bool) -> SearchIndex:
     """The SearchIndex of a database argument (encoding images with the model)."""
     if opened.index is not None:
         return opened.index
@@ -153,8 +151,11 @@ def _pixels(images: ImageSource, limit: Optional[int]) -> np.ndarray:
 @app.command()
 def index(
     db: str = typer.Argument(..., metavar="DB", help="Codes in any format, or images (encoded with --ckpt)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Index file to write."),
-    ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
+    output: Path = output_option("Index file to write."),
+    ckpt: Optional[str] = CKPT,
+    force: bool = typer.Option(False, "--force", help="Index codes made by another checkpoint than --ckpt "
+                               "(D, K must match)."),
+    device: str = DEVICE,
     json_out: bool = JSON,
     quiet: bool = QUIET,
 ) -> None:
@@ -165,10 +166,13 @@ def index(
     """
     with user_errors():
         check_output(output, [db, *([ckpt] if ckpt else [])])
-        opened = _open(db, "DB", Model(ckpt))
+        model = LazyCheckpoint(ckpt, device)
+        opened = _open(db, "DB", model)
         if opened.index is not None:
             raise DVAEError(f"{db} is already a search index")
-        built = _database(opened, Model(ckpt), quiet)
+        built = _database(opened, model, quiet)
+        if ckpt is not None:  # codes indexed for a model must be that model's
+            _check_model(built, model.get(), db, force)
         built.save(output)
     summary = {"db": db, "output": str(output), "codes": len(built), "latent_vars": built.latent_vars,
                "classes": built.classes, "fingerprint": built.fingerprint, "kinds": list(built.indexes),
@@ -219,13 +223,14 @@ def search(
     query: str = typer.Argument(..., metavar="QUERY", help="Images (scored asymmetrically: log q(code|image) "
                                 "from the encoder) or codes (Hamming: differing variables); - = stdin."),
     k: int = typer.Option(10, "-k", min=1, help="Neighbours per query."),
-    ckpt: Optional[Path] = typer.Option(None, help=CKPT_HELP),
+    ckpt: Optional[str] = CKPT,
+    device: str = DEVICE,
     exact: bool = typer.Option(False, "--exact", help="Score image queries against every code (NumPy; "
                                "slower) instead of the FAISS fast scan."),
     rerank: int = typer.Option(RERANK, min=1, help="Fast scan: candidates per neighbour, re-scored exactly."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N queries."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results to a .npy: "
-                                          "a (Q, k) array with fields row and score."),
+    output: Optional[Path] = output_option("Also write the results to a .npy: a (Q, k) array with fields row "
+                                           "and score.", required=False),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Draw the first queries beside their "
                                           "neighbours: .png, .svg or .pdf."),
     figure_queries: int = typer.Option(8, min=1, help="Queries drawn by --figure."),
@@ -256,7 +261,7 @@ def search(
         for target in (output, figure):
             if target is not None:
                 check_output(target, inputs)
-        model = Model(ckpt)
+        model = LazyCheckpoint(ckpt, device)
         opened_db = _open(db, "DB", model)
         queries = _open(query, "QUERY", model)
         if queries.index is not None:
@@ -275,6 +280,10 @@ def search(
             if queries.classes not in (None, database.classes) or query_codes.shape[1:] != (database.latent_vars,):
                 raise DVAEError(f"QUERY {query}: codes of D={query_codes.shape[1]}, K={queries.classes}; the "
                                 f"database has D={database.latent_vars}, K={database.classes}")
+            if None not in (queries.fingerprint, database.fingerprint) and queries.fingerprint != database.fingerprint \
+                    and not force:
+                raise DVAEError(f"QUERY {query}: codes made by another model (fingerprint {queries.fingerprint}; "
+                                f"the database's is {database.fingerprint}); use --force to compare them anyway")
         if eval_:
             db_pixels = _pixels(opened_db.images, None) if opened_db.images is not None else None
             from ..retrieval import evaluate

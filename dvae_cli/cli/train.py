@@ -24,7 +24,7 @@ from ..methods import METHODS
 from ..presets import PRESETS
 from ..model import ACTIVATIONS
 from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, JSON, QUIET, Binarize, Dataset, data_config, data_dir_arg,
-                     output_option, stderr, user_errors)
+                     output_option, parse_seeds, stderr, user_errors)
 
 app = typer.Typer()
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
@@ -167,7 +167,6 @@ def train(
     from ..model import ModelConfig
     from ..progress import for_terminal
     from ..multirun import resume_group, train_seeds
-    from ..reproduce import parse_seeds
     from ..runfolder import default_out, group_runs, has_epoch, monitored, read_metrics
     from ..train import TrainConfig, resume as resume_run, train as train_run
 
