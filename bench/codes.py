@@ -25,7 +25,8 @@ import torch
 
 from dvae_cli.checkpoint import load_checkpoint, save_checkpoint
 from dvae_cli.cli import app
-from dvae_cli.codes import FORMATS, decode, default_checkpoint, encode
+from dvae_cli.codes import FORMATS, decode, encode
+from dvae_cli.runfolder import default_checkpoint
 from dvae_cli.data import load_images
 from dvae_cli.errors import DVAEError
 from dvae_cli.inputs import CHUNK, open_images

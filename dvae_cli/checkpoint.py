@@ -24,6 +24,7 @@ from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .data import DEFAULT_DATA, DataConfig
 from .model import DiscreteVAE, ModelConfig
+from .pretrained import PREFIX as PRETRAINED_PREFIX, PRETRAINED
 from .runfolder import resolve_checkpoint
 
 CHECKPOINT_FORMAT = "dvae-checkpoint"
@@ -236,3 +237,15 @@ def load_state(path: str | os.PathLike) -> TrainState:
         )
     except (KeyError, ValueError, json.JSONDecodeError):
         raise DVAEError(f"{path}: corrupt training state") from None
+
+
+def describe_pretrained() -> list[dict]:
+    """One record per shipped checkpoint: name, description, method, epoch and its validation metrics."""
+    rows = []
+    for name, about in PRETRAINED.items():
+        ckpt = load_checkpoint(PRETRAINED_PREFIX + name)
+        metrics = {k: ckpt.metrics.get(k) for k in
+                   ("valid_log_lik", "valid_kl", "valid_neg_elbo", "valid_classes_used", "valid_mean_max_prob")}
+        rows.append({"name": PRETRAINED_PREFIX + name, "description": about, "method": ckpt.method, "epoch": ckpt.epoch,
+                     "hparams": ckpt.hparams, **metrics, "fingerprint": ckpt.fingerprint})
+    return rows

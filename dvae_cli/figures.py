@@ -37,7 +37,7 @@ GAP = 2  # pixels between two digits of a grid
 GAP_RGB = (200, 200, 200)
 HIGHLIGHT_RGB = (220, 30, 30)
 HEATMAP_CMAP = "viridis"
-FORMATS = ("png", "svg", "pdf")
+FIGURE_FORMATS = ("png", "svg", "pdf")
 # Pixel margins around the picture of each figure: left, top, right, bottom.
 RECON_MARGINS = (85, 45, 15, 10)
 SAMPLES_MARGINS = (10, 45, 10, 10)
@@ -300,7 +300,7 @@ def suite_figure(results: dict) -> Figure:
 def output_format(path: str | os.PathLike) -> str:
     """The figure format named by the file's suffix: png, svg or pdf."""
     fmt = Path(path).suffix.lower().lstrip(".")
-    if fmt not in FORMATS:
+    if fmt not in FIGURE_FORMATS:
         raise DVAEError(f"{path}: unsupported figure format {Path(path).suffix or '(no suffix)'!r}; "
                         f"use .png, .svg or .pdf")
     return fmt

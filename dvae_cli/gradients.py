@@ -1,7 +1,7 @@
 """Each training method's encoder update, measured against the true gradient of the -ELBO.
 
 Owns the reference gradient, the draws of a method's update, the numbers that compare them and
-their figures; no printing, no flags (the CLI is cli_gradients.py).
+their figures; no printing, no flags (the CLI is cli/gradients.py).
 
 - Reference: the gradient of the batch-mean -ELBO, mean_b [KL_b - E_q log p(x_b|y)], w.r.t. the
   encoder's parameters. The KL term's gradient is exact (analytic); the reconstruction term's,
@@ -9,7 +9,7 @@ their figures; no printing, no flags (the CLI is cli_gradients.py).
   leave-one-out baseline (Kool et al. 2019), unbiased, computed in G independent groups of S/G
   samples so that their spread gives the estimate's standard error.
 - A method's update: the gradient w.r.t. the encoder's parameters of its training loss, the
-  code-diversity term included (train.MethodLoss): what the optimizer gets. R draws, each with new noise.
+  code-diversity term included (methods.MethodLoss): what the optimizer gets. R draws, each with new noise.
 - DTP's update follows a target, not the ELBO (the thesis, 3 and 5.2.1): its scale is its own, so
   only its direction (cosine with the reference) and its signal-to-noise ratio are comparable.
 """

@@ -1,7 +1,9 @@
 """Checkpoints shipped inside the package, usable anywhere a checkpoint is: `pretrained:NAME`.
 
-They are the float32 best checkpoints of `dvae reproduce` runs (docs/RESULTS.md gives their rows
-and commands), with their full training record in the safetensors metadata.
+They are float32 checkpoints of recorded `dvae reproduce` runs (the best epoch of one seed each;
+docs/RESULTS.md#pretrained-checkpoints gives the runs and their rows), with their full training
+record in the safetensors metadata. Both learned MNIST thresholded at 0.5 (recorded before data
+sets were, so they read as DEFAULT_DATA).
 
 Owns: the `pretrained:NAME` names and their files. Must not: load them (checkpoint.py does).
 """
@@ -37,17 +39,3 @@ def pretrained_path(spec: str | os.PathLike) -> Path:
     if not path.is_file():
         raise DVAEError(f"{path}: the package lacks its pretrained checkpoint; reinstall dvae")
     return path
-
-
-def describe_pretrained() -> list[dict]:
-    """One record per shipped checkpoint: name, description, method, epoch and its validation metrics."""
-    from .checkpoint import load_checkpoint
-
-    rows = []
-    for name, about in PRETRAINED.items():
-        ckpt = load_checkpoint(PREFIX + name)
-        metrics = {k: ckpt.metrics.get(k) for k in
-                   ("valid_log_lik", "valid_kl", "valid_neg_elbo", "valid_classes_used", "valid_mean_max_prob")}
-        rows.append({"name": PREFIX + name, "description": about, "method": ckpt.method, "epoch": ckpt.epoch,
-                     "hparams": ckpt.hparams, **metrics, "fingerprint": ckpt.fingerprint})
-    return rows

@@ -38,7 +38,7 @@ MATCHED = ("method", "hparams", "model", "data", "optimizer", "batch_size", "lr"
 
 
 @dataclass(frozen=True)
-class Model:
+class Entry:
     """One row of the comparison: a method with fixed hyper-parameters."""
 
     name: str  # run folder prefix and --methods choice
@@ -51,49 +51,49 @@ class Model:
 
 TABLE_5_1_DTP = {"train": -70.102, "valid": -72.545}
 THESIS_MODELS = [
-    Model("dtp", "target propagation with the code-diversity term warmed up over 10 epochs (dvae's default)", "dtp", {},
+    Entry("dtp", "target propagation with the code-diversity term warmed up over 10 epochs (dvae's default)", "dtp", {},
           TABLE_5_1_DTP),
-    Model("gumbel-tau0.5", "Gumbel-Softmax tau=0.5", "gumbel", {"tau_min": 0.5},
+    Entry("gumbel-tau0.5", "Gumbel-Softmax tau=0.5", "gumbel", {"tau_min": 0.5},
           {"train": -63.876, "valid": -64.401}),
-    Model("gumbel-tau0.1", "Gumbel-Softmax tau=0.1", "gumbel", {"tau_min": 0.1, "anneal_rate": 0.046},
+    Entry("gumbel-tau0.1", "Gumbel-Softmax tau=0.1", "gumbel", {"tau_min": 0.1, "anneal_rate": 0.046},
           {"train": -68.883, "valid": -68.623}),
 ]
 EXTRA_MODELS = [
-    Model("dtp-literal", "target propagation, literal reading (no diversity term)", "dtp", {"diversity": 0.0},
+    Entry("dtp-literal", "target propagation, literal reading (no diversity term)", "dtp", {"diversity": 0.0},
           TABLE_5_1_DTP),
-    Model("dtp-div0.1", "DTP, diversity weight 0.1, no warm-up", "dtp", {"diversity": 0.1, "diversity_warmup": 0}),
-    Model("dtp-div0.3", "DTP, diversity weight 0.3, no warm-up", "dtp", {"diversity": 0.3, "diversity_warmup": 0}),
-    Model("dtp-div3", "DTP, diversity weight 3, no warm-up", "dtp", {"diversity": 3.0, "diversity_warmup": 0}),
-    Model("dtp-div1", "DTP, diversity weight 1 from the first step (no warm-up)", "dtp",
+    Entry("dtp-div0.1", "DTP, diversity weight 0.1, no warm-up", "dtp", {"diversity": 0.1, "diversity_warmup": 0}),
+    Entry("dtp-div0.3", "DTP, diversity weight 0.3, no warm-up", "dtp", {"diversity": 0.3, "diversity_warmup": 0}),
+    Entry("dtp-div3", "DTP, diversity weight 3, no warm-up", "dtp", {"diversity": 3.0, "diversity_warmup": 0}),
+    Entry("dtp-div1", "DTP, diversity weight 1 from the first step (no warm-up)", "dtp",
           {"diversity": 1.0, "diversity_warmup": 0}),
-    Model("dtp-div-beta", "DTP, diversity 1 and per-image KL beta 0 -> 0.01 over 10 epochs", "dtp",
+    Entry("dtp-div-beta", "DTP, diversity 1 and per-image KL beta 0 -> 0.01 over 10 epochs", "dtp",
           {"diversity": 1.0, "beta_max": 0.01}),
-    Model("dtp-div-inverse", "DTP, diversity 1 and the inverse loss", "dtp",
+    Entry("dtp-div-inverse", "DTP, diversity 1 and the inverse loss", "dtp",
           {"diversity": 1.0, "dtp_inverse_loss": True}),
-    Model("st-div", "straight-through with the diversity term (w = 1)", "st", {"diversity": 1.0}),
-    Model("st-gumbel-div", "straight-through Gumbel-Softmax with the diversity term (w = 1)", "st-gumbel",
+    Entry("st-div", "straight-through with the diversity term (w = 1)", "st", {"diversity": 1.0}),
+    Entry("st-gumbel-div", "straight-through Gumbel-Softmax with the diversity term (w = 1)", "st-gumbel",
           {"diversity": 1.0}),
-    Model("reinmax-div", "ReinMax with the diversity term (w = 1)", "reinmax", {"diversity": 1.0}),
-    Model("dtp-sample", "DTP, sample target y + pi(x) - pi(x')", "dtp", {"dtp_target": "sample"}),
-    Model("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
-    Model("dtp-log-mse", "DTP, log correction + squared error", "dtp", {"dtp_correction": "log"}),
-    Model("dtp-log-ce", "DTP, log correction + cross-entropy", "dtp", {"dtp_correction": "log", "dtp_loss": "ce"}),
-    Model("dtp-log-ce-inverse", "DTP, log correction + cross-entropy + inverse loss", "dtp",
+    Entry("reinmax-div", "ReinMax with the diversity term (w = 1)", "reinmax", {"diversity": 1.0}),
+    Entry("dtp-sample", "DTP, sample target y + pi(x) - pi(x')", "dtp", {"dtp_target": "sample"}),
+    Entry("dtp-inverse", "DTP with inverse loss", "dtp", {"dtp_inverse_loss": True}),
+    Entry("dtp-log-mse", "DTP, log correction + squared error", "dtp", {"dtp_correction": "log"}),
+    Entry("dtp-log-ce", "DTP, log correction + cross-entropy", "dtp", {"dtp_correction": "log", "dtp_loss": "ce"}),
+    Entry("dtp-log-ce-inverse", "DTP, log correction + cross-entropy + inverse loss", "dtp",
           {"dtp_correction": "log", "dtp_loss": "ce", "dtp_inverse_loss": True}),
-    Model("st-gumbel", "straight-through Gumbel-Softmax", "st-gumbel", {}),
-    Model("st", "straight-through", "st", {}),
-    Model("reinmax", "ReinMax", "reinmax", {}),
-    Model("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
-    Model("gumbel-lr1e-3", "Gumbel-Softmax tau=0.5, Adam lr 1e-3 (tuned)", "gumbel", {"tau_min": 0.5},
+    Entry("st-gumbel", "straight-through Gumbel-Softmax", "st-gumbel", {}),
+    Entry("st", "straight-through", "st", {}),
+    Entry("reinmax", "ReinMax", "reinmax", {}),
+    Entry("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
+    Entry("gumbel-lr1e-3", "Gumbel-Softmax tau=0.5, Adam lr 1e-3 (tuned)", "gumbel", {"tau_min": 0.5},
           train={"lr": 1e-3}),
-    Model("st-gumbel-lr1e-3", "straight-through Gumbel-Softmax, Adam lr 1e-3", "st-gumbel", {},
+    Entry("st-gumbel-lr1e-3", "straight-through Gumbel-Softmax, Adam lr 1e-3", "st-gumbel", {},
           train={"lr": 1e-3}),
-    Model("reinmax-lr1e-3", "ReinMax, Adam lr 1e-3", "reinmax", {}, train={"lr": 1e-3}),
+    Entry("reinmax-lr1e-3", "ReinMax, Adam lr 1e-3", "reinmax", {}, train={"lr": 1e-3}),
 ]
 MODELS = {m.name: m for m in THESIS_MODELS + EXTRA_MODELS}
 
 
-def select_models(names: list[str] | None = None, include_all: bool = False) -> list[Model]:
+def select_models(names: list[str] | None = None, include_all: bool = False) -> list[Entry]:
     """The models named (in the catalogue's order), else the thesis's three, plus the rest with `include_all`."""
     if names is None:
         return THESIS_MODELS + (EXTRA_MODELS if include_all else [])
@@ -201,7 +201,7 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
     return evaluation
 
 
-def summarize(model: Model, runs: list[dict]) -> dict:
+def summarize(model: Entry, runs: list[dict]) -> dict:
     """Mean and (sample) std over seeds of every metric; the difference to Table 5.1."""
     keys = [k for k in runs[0]["metrics"] if all(k in r["metrics"] for r in runs)]
     values = {k: [r["metrics"][k] for r in runs] for k in keys}
@@ -216,7 +216,7 @@ def summarize(model: Model, runs: list[dict]) -> dict:
 
 
 def reproduce(
-    plan: list[tuple[Model, list[int]]],
+    plan: list[tuple[Entry, list[int]]],
     out: str | Path,
     base: TrainConfig,
     iw_samples: int = 100,

@@ -48,7 +48,7 @@ def asymmetric_key(index: SearchIndex, log_pi: np.ndarray, name: str = "code, as
 def hamming_key(index: SearchIndex, query_codes: np.ndarray, name: str = "code, Hamming") -> Key:
     """The codes scored by differing variables against the query's own code; stored as the index
     that serves it holds them (fast scan's 4-bit codes for K <= 16, else one-hot bits, else indices)."""
-    kinds = default_kinds(index.classes)
+    kinds = default_kinds(index.classes, index.latent_vars)
     stored = bytes_per_code(kinds[0], index.latent_vars, index.classes) if kinds else index.codes.shape[1]
     return Key(name, stored, False, lambda block: hamming_scores(query_codes[block], index.codes))
 
@@ -110,7 +110,7 @@ def evaluate_key(key: Key, db_labels: np.ndarray, query_labels: np.ndarray, ks=K
     return result
 
 
-def evaluate(index: SearchIndex, db_labels: np.ndarray, query_labels: np.ndarray, query_codes: np.ndarray,
+def evaluate_retrieval(index: SearchIndex, db_labels: np.ndarray, query_labels: np.ndarray, query_codes: np.ndarray,
              log_pi: np.ndarray | None = None, db_pixels: np.ndarray | None = None,
              query_pixels: np.ndarray | None = None, model: DiscreteVAE | None = None, rerank: int = 4,
              reporter: Reporter = Reporter(), ks=KS, data: DataConfig = DEFAULT_DATA) -> list[dict]:

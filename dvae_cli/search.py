@@ -29,7 +29,7 @@ them), so its scores are exact and only the set can differ from the exact mode's
     ckpt = load_checkpoint("pretrained:best")
     index = SearchIndex.from_images(ckpt, "train-images-idx3-ubyte.gz")
     found = search(index, images, k=10, model=ckpt.model)   # Neighbours(rows, scores, scoring)
-    index.save("db.dvaeidx"); index = SearchIndex.load("db.dvaeidx", fingerprint=ckpt.fingerprint)
+    write_index("db.dvaeidx", index); index = read_index("db.dvaeidx", fingerprint=ckpt.fingerprint)  # search_file
 
 Owns: scoring, the index kinds and their registry, SearchIndex. Must not: read or write files
 (search_file.py does) or print.
@@ -407,19 +407,6 @@ class SearchIndex:
         if pending.size:
             rows[pending], scores[pending] = brute_force(self.codes, query_codes[pending], k, HAMMING)
         return rows, scores
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the codes and FAISS indexes to `path` atomically (format: docs/SEARCH.md)."""
-        from .search_file import write_index
-
-        write_index(path, self)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, fingerprint: str | None = None) -> SearchIndex:
-        """Read an index file; with `fingerprint`, it must have been made by that checkpoint."""
-        from .search_file import read_index
-
-        return read_index(path, fingerprint)
 
 
 def search(db: SearchIndex | np.ndarray, queries, k: int = 10, model: DiscreteVAE | None = None,

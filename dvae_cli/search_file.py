@@ -15,7 +15,7 @@ Byte layout (little-endian; also in docs/SEARCH.md):
                   CRC-32 of the payload (u32), the payload (P bytes)
 
 Sections: `codes` (always, first): the N codes as `packed` records of docs/CODES.md (13 bytes
-for D=30, K=10); then one per FAISS index kind (`fastscan`, `pq`, `binary`), the output of
+for D=30, K=10); then one per FAISS index kind (`fastscan`, `binary`: search.KINDS), the output of
 `faiss.serialize_index` (`serialize_index_binary` for `binary`), readable by FAISS alone. A
 truncated, corrupt or inconsistent file, or one made by another model, is a DVAEError.
 

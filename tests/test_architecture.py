@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 import dvae_cli
 from conftest import fake_digits, idx_bytes
 from dvae_cli import data
-from dvae_cli.cli import COMMAND_GROUPS, app
+from dvae_cli.cli import app
+from dvae_cli.cli.groups import COMMAND_GROUPS
 from dvae_cli.codes import FORMATS, read_codes, write_codes
 from dvae_cli.codes.formats import CodeFormat, Codes, FormatWriter, format_for
 from dvae_cli.commandline import train_command
@@ -207,3 +208,42 @@ def test_every_module_says_what_it_owns():
     for path in modules():
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert "Own" in doc, f"{path}: its opening docstring should say what it owns and must not do"
+
+
+def _internal_imports() -> dict[str, set[str]]:
+    """Each module of the package and the modules of the package it imports (anywhere in it, at the
+    top or inside a function; `from . import x` of a submodule counts as importing x alone)."""
+    root = Path(dvae_cli.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                submodules = {f"{target}.{a.name}" for a in node.names} & names.keys()
+                deps |= submodules or ({target} & names.keys())
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_circles():
+    """No module imports, directly or through others, a module that imports it back."""
+    graph = _internal_imports()
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph[todo.pop()]:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    circles = sorted(name for name in graph if name in reaches(name))
+    assert not circles, f"modules on an import circle: {circles}"

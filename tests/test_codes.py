@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 from conftest import fake_digits
 from dvae_cli.checkpoint import load_checkpoint
 from dvae_cli.cli import app
-from dvae_cli.codes import (FORMATS, HEADER_SIZE, CodeWriter, decode, default_checkpoint, encode, group_size, pack,
+from dvae_cli.codes import (FORMATS, HEADER_SIZE, CodeWriter, decode, encode, group_size, pack,
                             pack_onehot, read_codes, record_bytes, unpack, unpack_onehot, write_codes)
+from dvae_cli.runfolder import default_checkpoint
 from dvae_cli.errors import DVAEError
 from dvae_cli.inputs import CHUNK
 from dvae_cli.pretrained import pretrained_path

@@ -20,7 +20,7 @@ from dvae_cli.retrieval import Key, evaluate_key, precision
 import dvae_cli.search as search_module
 from dvae_cli.search import (ASYMMETRIC, HAMMING, SearchIndex, asymmetric_scores, brute_force, hamming_scores,
                              one_hot_pq, pq_codes, search)
-from dvae_cli.search_file import HEADER_SIZE
+from dvae_cli.search_file import HEADER_SIZE, read_index, write_index
 
 FP = "0123456789abcdef"
 
@@ -122,20 +122,20 @@ def test_search_function_and_any_d_k(loaded):
 def test_index_file_round_trip(tmp_path):
     codes = codes_with_duplicates(300, 30, 10)
     index = SearchIndex.build(codes, 10, FP)
-    index.save(tmp_path / "db.idx")
-    back = SearchIndex.load(tmp_path / "db.idx", fingerprint=FP)
+    write_index(tmp_path / "db.idx", index)
+    back = read_index(tmp_path / "db.idx", fingerprint=FP)
     assert (back.codes == index.codes).all() and back.fingerprint == FP and list(back.indexes) == ["fastscan"]
     log_pi = random_log_pi(10, 30, 10)
     assert (back.search_images(log_pi, 5).rows == index.search_images(log_pi, 5).rows).all()
     for d, k in [(4, 40), (3, 300), (30, 10)]:
         small = SearchIndex.build(np.random.default_rng(0).integers(0, k, size=(0 if k == 10 else 20, d)), k)
-        small.save(tmp_path / "small.idx")
-        assert (SearchIndex.load(tmp_path / "small.idx").codes == small.codes).all()
+        write_index(tmp_path / "small.idx", small)
+        assert (read_index(tmp_path / "small.idx").codes == small.codes).all()
 
 
 @pytest.fixture
 def index_bytes(tmp_path) -> bytes:
-    SearchIndex.build(codes_with_duplicates(200, 30, 10), 10, FP).save(tmp_path / "db.idx")
+    write_index(tmp_path / "db.idx", SearchIndex.build(codes_with_duplicates(200, 30, 10), 10, FP))
     return (tmp_path / "db.idx").read_bytes()
 
 
@@ -152,13 +152,13 @@ def index_bytes(tmp_path) -> bytes:
 def test_damaged_index_files_are_clear_errors(tmp_path, index_bytes, damage, message):
     (tmp_path / "bad.idx").write_bytes(damage(index_bytes))
     with pytest.raises(DVAEError, match=message):
-        SearchIndex.load(tmp_path / "bad.idx")
+        read_index(tmp_path / "bad.idx")
 
 
 def test_index_of_another_model_is_refused(tmp_path, index_bytes):
     (tmp_path / "db.idx").write_bytes(index_bytes)
     with pytest.raises(DVAEError, match="another model"):
-        SearchIndex.load(tmp_path / "db.idx", fingerprint="fedcba9876543210")
+        read_index(tmp_path / "db.idx", fingerprint="fedcba9876543210")
 
 
 # ---- retrieval metrics ------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_index_file_read_with_nothing_but_the_spec(tmp_path):
     import faiss
 
     codes = codes_with_duplicates(120, 30, 10)
-    SearchIndex.build(codes, 10, FP, kinds=("fastscan", "binary")).save(tmp_path / "db.idx")
+    write_index(tmp_path / "db.idx", SearchIndex.build(codes, 10, FP, kinds=("fastscan", "binary")))
     data = (tmp_path / "db.idx").read_bytes()
     magic, version, d, k, n, sections, fingerprint = struct.unpack("<8sHIIQH16s", data[:44])
     assert (magic, version, d, k, n, sections, fingerprint) == (b"\x89DVIX\r\n\x1a", 1, 30, 10, 120, 3, FP.encode())

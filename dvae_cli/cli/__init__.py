@@ -1,12 +1,12 @@
 """The `dvae` command line: a thin layer over the Python API, one small module per command group.
 
-Registering a command group is one line in COMMAND_GROUPS: its module, its commands, its help
-panel. The module defines `app = typer.Typer()` and its commands with `@app.command()`; it is
+Registering a command group is one line in COMMAND_GROUPS (groups.py): its module, its commands,
+its help panel. The module defines `app = typer.Typer()` and its commands with `@app.command()`; it is
 imported only when one of its commands runs or shows its own help, so `dvae --version` and
 `dvae --help` import no torch (the listing reads each command's docstring from its source).
-`main.py` builds the top-level app from this list.
+`main.py` builds the top-level app from that list.
 
-Owns: the registry of command groups and the entry point. Must not: hold any command's logic.
+Owns: the entry point. Must not: hold any command's logic.
 """
 
 from __future__ import annotations
@@ -14,36 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._version import __version__
+from .groups import version_line
 
 if TYPE_CHECKING:
     from .main import app
-
-
-@dataclass(frozen=True)
-class CommandGroup:
-    module: str  # defines `app`, a typer.Typer holding the commands
-    commands: tuple[str, ...]
-    panel: str | None = None  # the heading of the commands in `dvae --help`
-
-
-COMMAND_GROUPS = [  # one line per command group
-    CommandGroup("dvae_cli.cli.train", ("train",)),
-    CommandGroup("dvae_cli.cli.eval", ("eval",)),
-    CommandGroup("dvae_cli.cli.reproduce", ("reproduce",), "Experiments"),
-    CommandGroup("dvae_cli.cli.pretrained", ("pretrained",), "Experiments"),
-    CommandGroup("dvae_cli.cli.gradients", ("gradients",), "Experiments"),
-    CommandGroup("dvae_cli.cli.codes", ("encode", "decode", "cat"), "Codes"),
-    CommandGroup("dvae_cli.cli.search", ("index", "search"), "Codes"),
-    CommandGroup("dvae_cli.cli.figures", ("heatmap", "recon", "samples", "traverse", "plot"), "Figures"),
-]
-
-
-def version_line() -> str:
-    return f"dvae {__version__}"
 
 
 def run() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from . import COMMAND_GROUPS, version_line
+from .groups import COMMAND_GROUPS, version_line
 
 
 def _docstrings(module: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ app = typer.Typer()
 @app.command()
 def pretrained(json_out: bool = JSON) -> None:
     """List the shipped checkpoints (usable wherever a checkpoint is asked for as pretrained:NAME)."""
-    from ..pretrained import describe_pretrained
+    from ..checkpoint import describe_pretrained
 
     with user_errors():
         rows = describe_pretrained()

@@ -31,7 +31,7 @@ from ..inputs import NPY_MAGIC, PNG_MAGIC, ImageSource, is_image_shape, open_ima
 from ..progress import for_terminal
 from ..retrieval import KS
 from ..search import ASYMMETRIC, RERANK, Neighbours, SearchIndex, query_log_pi
-from ..search_file import is_index_file
+from ..search_file import is_index_file, read_index, write_index
 
 app = typer.Typer()
 DB_HELP = ("Database: a search index (dvae index), codes in any format, or images (encoded with --ckpt).")
@@ -103,7 +103,7 @@ def _open(source: str, what: str, model: LazyCheckpoint) -> Opened:
     except OSError as e:
         raise DVAEError(f"{source}: cannot read it ({e.strerror})") from None
     if is_index_file(head):
-        return Opened(source, index=SearchIndex.load(path))
+        return Opened(source, index=read_index(path))
     if images:
         return Opened(source, images=open_images(path, data=model.get().data))
     codes = read_codes(path)
@@ -173,7 +173,7 @@ def index(
         built = _database(opened, model, quiet)
         if ckpt is not None:  # codes indexed for a model must be that model's
             _check_model(built, model.get(), db, force)
-        built.save(output)
+        write_index(output, built)
     summary = {"db": db, "output": str(output), "codes": len(built), "latent_vars": built.latent_vars,
                "classes": built.classes, "fingerprint": built.fingerprint, "kinds": list(built.indexes),
                "bytes": output.stat().st_size}
@@ -286,11 +286,11 @@ def search(
                                 f"the database's is {database.fingerprint}); use --force to compare them anyway")
         if eval_:
             db_pixels = _pixels(opened_db.images, None) if opened_db.images is not None else None
-            from ..retrieval import evaluate
+            from ..retrieval import evaluate_retrieval
 
             reporter = for_terminal(quiet)
             try:
-                results = evaluate(database, _labels(db_labels, "--db-labels"),
+                results = evaluate_retrieval(database, _labels(db_labels, "--db-labels"),
                                    _labels(query_labels, "--query-labels")[:limit], query_codes, log_pi,
                                    db_pixels, query_pixels, model.get().model if db_pixels is not None else None,
                                    rerank, reporter, data=model.get().data)

@@ -27,8 +27,6 @@ from .files import CodeWriter, join_codes, read_codes, write_codes
 from .formats import FORMATS, HEADER_SIZE, Codes, Shard, format_for, record_bytes
 from .packing import (check_codes, group_size, index_dtype, pack, pack_onehot, record_bits, unpack,
                       unpack_onehot)
-from ..fileio import open_output
-from ..runfolder import default_checkpoint
 
 if TYPE_CHECKING:
     from .model_side import decode, decode_chunks, encode, encode_block, encode_shared
@@ -45,6 +43,6 @@ def __getattr__(name: str):
 
 
 __all__ = ["FORMATS", "HEADER_SIZE", "CodeWriter", "Codes", "Shard", "check_codes", "decode", "decode_chunks",
-           "default_checkpoint", "encode", "encode_block", "format_for", "group_size", "index_dtype", "join_codes",
-           "open_output", "pack", "pack_onehot", "read_codes", "record_bits", "record_bytes", "unpack",
+           "encode", "encode_block", "format_for", "group_size", "index_dtype", "join_codes",
+           "pack", "pack_onehot", "read_codes", "record_bits", "record_bytes", "unpack",
            "unpack_onehot", "write_codes"]
