@@ -199,6 +199,7 @@ class TrainState:
     optimizer: dict  # torch optimizer state_dict
     rng: torch.Tensor  # torch.Generator state
     best: float  # best validation -ELBO so far
+    run: str | None = None  # whose state: TrainConfig.identity() of the run that saved it (None: older files)
 
 
 def save_state(path: str | os.PathLike, state: TrainState) -> None:
@@ -214,6 +215,7 @@ def save_state(path: str | os.PathLike, state: TrainState) -> None:
         "epoch": str(state.epoch),
         "best": repr(state.best),
         "param_groups": json.dumps(state.optimizer["param_groups"]),
+        **({"run": state.run} if state.run is not None else {}),
     }
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
 
@@ -234,6 +236,7 @@ def load_state(path: str | os.PathLike) -> TrainState:
             optimizer={"state": optim_state, "param_groups": json.loads(metadata["param_groups"])},
             rng=tensors["rng"],
             best=float(metadata["best"]),
+            run=metadata.get("run"),
         )
     except (KeyError, ValueError, json.JSONDecodeError):
         raise DVAEError(f"{path}: corrupt training state") from None

@@ -29,8 +29,8 @@ from .distributed import resolve_device
 from .methods import MethodLoss, Noise, PresetNoise, Step
 from .progress import Prefixed, Reporter
 from .runfolder import default_out, group_runs, is_run, seed_folder, write_config
-from .train import (Run, TrainConfig, environment, fit, load_data, make_optimizer, resume_config, starting, train_epoch,
-                    writing)
+from .optim import make_optimizer
+from .train import Run, TrainConfig, environment, fit, load_data, resume_config, starting, train_epoch, writing
 
 
 class RunGroup:

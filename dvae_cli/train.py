@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import platform
 import sys
@@ -30,13 +32,13 @@ from .interrupts import deferred_interrupt
 from .methods import Method, MethodLoss, Noise, Step, make_method
 from .evaluate import code_statistics, elbo_terms
 from .model import DiscreteVAE, ModelConfig
+from .optim import OPTIMIZERS, make_optimizer
 from .progress import Reporter
 from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, monitor_split,
                         read_config, read_metrics, write_config, write_metrics)
 from .runlock import run_lock
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
-OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}  # torch.optim, element-wise (so stackable)
 MAX_SEED = 2**63 - 1
 
 
@@ -83,6 +85,12 @@ class TrainConfig:
             raise SettingError(Setting("input_size"), f" is {self.model.input_size}, but the data set's images have "
                                f"{self.data.pixels} pixels ({self.data.describe()})")
 
+    def identity(self) -> str:
+        """What makes a run this run (every setting but the epochs to train, the device, where the
+        data lies and whether it compiles), as a short hash: a resume state must carry its run's."""
+        kept = {k: v for k, v in self.to_dict().items() if k not in ("epochs", "device", "data_dir", "compile")}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
     @property
     def method_object(self) -> Method:
         """The method these settings describe, built once."""
@@ -102,12 +110,6 @@ class TrainConfig:
 
 def _is_int(value: object, low: int) -> bool:
     return type(value) is int and value >= low
-
-
-def make_optimizer(name: str, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """The run's optimizer over `params` (Adam fused where torch has a fused kernel)."""
-    fused = {"fused": True} if name == "adam" and device.type in ("cpu", "cuda") else {}
-    return OPTIMIZERS[name](params, lr=lr, **fused)
 
 
 def load_data(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,6 +246,12 @@ class Run:
     def restore(self) -> None:
         """Continue from the folder's state.safetensors (the last complete epoch)."""
         state = load_state(self.out / STATE)
+        if state.run not in (None, self.config.identity()):
+            raise DVAEError(f"{self.out / STATE}: the training state of another run (other settings or seed); "
+                            f"this folder's config.json and its state disagree, so it cannot be resumed")
+        if state.epoch > self.config.epochs:
+            raise DVAEError(f"{self.out / STATE}: the state is at epoch {state.epoch}, past the run's "
+                            f"{self.config.epochs} epochs")
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.generator.set_state(state.rng)
@@ -295,7 +303,7 @@ class Run:
         write_metrics(self.out, self.metrics)
         save_state(self.out / STATE, TrainState(
             self.epoch, self.model.state_dict(), self.optimizer.state_dict(),
-            self.generator.get_state(), self.best))
+            self.generator.get_state(), self.best, self.config.identity()))
 
     def check_finite(self, train: dict[str, float]) -> None:
         """Stop with a clear error when the epoch's training averages are not finite."""
@@ -408,6 +416,10 @@ def resume_config(out: Path, epochs: int | None, device: str | None,
         config = TrainConfig.from_dict(saved["train"])
     except (KeyError, TypeError) as e:
         raise DVAEError(f"{out}: corrupt run config ({e})") from None
+    done = max((m["epoch"] for m in read_metrics(out)), default=0)
+    if epochs is not None and epochs < done:
+        raise SettingError(Setting("epochs"), f" {epochs} is below the {done} epochs {out} has done; "
+                           "a run is continued, never cut back")
     changes = {"epochs": epochs, "device": device, "data_dir": data_dir}
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     recorded = torch.device(saved["environment"]["device"]).type

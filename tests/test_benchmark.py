@@ -3,6 +3,7 @@ needs trained and resumed exactly: deeper ReLU networks, RAdam, dynamic and grey
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from dvae_cli.cli import app
 from dvae_cli.errors import DVAEError
 from dvae_cli.model import ModelConfig
 from dvae_cli.multirun import train_seeds
+from dvae_cli.optim import RAdam
 from dvae_cli.presets import REINMAX_TUNED, apply_preset
 from dvae_cli.runfolder import read_metrics
 from dvae_cli.train import TrainConfig, resume, train
@@ -110,3 +112,36 @@ def test_runs_trained_together_draw_their_dynamic_binarization_as_alone(tmp_path
     assert got["train_neg_elbo"] == pytest.approx(want["train_neg_elbo"], rel=1e-4)
     a, b = (load_checkpoint(run).model.state_dict() for run in (together[1], alone))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _two_models():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
+    return model, copy.deepcopy(model)
+
+
+def _steps(pairs, count: int, seed: int = 1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(count):
+        x = torch.randn(16, 20, generator=generator)
+        for model, optimizer in pairs:
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+
+
+def test_fused_radam_takes_torchs_radam_steps_and_resumes_from_its_state():
+    mine, theirs = _two_models()
+    fused = RAdam(mine.parameters(), lr=1e-2, fused=True)
+    reference = torch.optim.RAdam(theirs.parameters(), lr=1e-2)
+    _steps([(mine, fused), (theirs, reference)], 12)  # across the switch to rectified steps (rho_t > 5 from step 6)
+    for p, q in zip(mine.parameters(), theirs.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    moved, _ = _two_models()  # a state torch.optim.RAdam saved, continued by ours
+    continued = RAdam(moved.parameters(), lr=1e-2, fused=True)
+    moved.load_state_dict(theirs.state_dict())
+    continued.load_state_dict(copy.deepcopy(reference.state_dict()))  # as from a file: no shared tensors
+    _steps([(moved, continued), (theirs, reference)], 5, seed=2)
+    for p, q in zip(moved.parameters(), theirs.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert continued.param_groups[0]["radam_step"] == 17

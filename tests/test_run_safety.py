@@ -3,6 +3,7 @@ stopped before their first epoch, impossible method settings and devices refused
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ from dvae_cli.cli import app
 from dvae_cli.distributed import resolve_device
 from dvae_cli.errors import DVAEError
 from dvae_cli.methods import METHODS, make_method
+from dvae_cli.model import ModelConfig
 from dvae_cli.progress import Reporter
 from dvae_cli.runlock import LOCK, run_lock
 from dvae_cli.train import Run
@@ -239,3 +241,28 @@ def test_train_on_a_missing_cuda_index_is_one_line(tmp_path, mnist_dir):
     result = cli("train", "--device", "cuda:0", "--data-dir", mnist_dir, "--out", tmp_path / "run")
     assert "--device cuda:0: no CUDA device" in one_line_error(result)
     assert not (tmp_path / "run").exists()
+
+
+# ---- resume checks what it resumes ---------------------------------------------------------------
+
+
+def test_resume_refuses_another_runs_state_and_cutting_epochs_back(tmp_path, mnist_dir):
+    base = TrainConfig(method="st", epochs=2, train_limit=100, data_dir=str(mnist_dir), device="cpu",
+                       model=ModelConfig(latent_vars=3, classes=4, hidden=8))
+    mine = train(base, tmp_path / "mine")
+    other = train(dataclasses.replace(base, method="gumbel", epochs=1, hparams={}), tmp_path / "other")
+    result = cli("train", "--resume", mine, "--epochs", 1)
+    message = one_line_error(result, 1)
+    assert "--epochs 1 is below the 2 epochs" in message
+    (mine / "state.safetensors").write_bytes((other / "state.safetensors").read_bytes())
+    with pytest.raises(DVAEError, match="state.safetensors: the training state of another run"):
+        resume(mine, epochs=3)
+
+
+def test_a_figure_over_the_data_sets_own_file_is_refused(tmp_path, mnist_dir, tiny_run):
+    link = tmp_path / "fig.png"
+    link.symlink_to(mnist_dir / "t10k-images-idx3-ubyte.gz")
+    before = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
+    result = cli("recon", tiny_run, "--split", "test", "-o", link, "--data-dir", mnist_dir, "-n", 2)
+    assert result.exit_code == 1 and "the same file as the input" in " ".join(result.output.split())
+    assert (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes() == before

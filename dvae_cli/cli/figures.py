@@ -37,9 +37,10 @@ SHADES = " ░▒▓█"  # pi in [0, .2), [.2, .4), ... when the terminal shows
 
 
 def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Path],
-            index: int, count: Optional[int], data: DataConfig) -> tuple[Tensor, str]:
+            index: int, count: Optional[int], data: DataConfig, output: Optional[Path]) -> tuple[Tensor, str]:
     """Up to `count` images (all when None) from `index` on, from --input FILE or a split of the
-    data set `data`, as its targets (n, pixels); and the source's name."""
+    data set `data`, as its targets (n, pixels); and the source's name. The split's file is an input
+    too: an `output` that is it is refused before anything is written."""
     if input is not None:
         if split is not None:
             raise DVAEError("give either --input or --split, not both")
@@ -48,9 +49,11 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
 
         images, source = read_images(input, data=data), "stdin" if input == "-" else Path(input).name
     else:
-        from ..data import load_images
+        from ..data import load_images, split_file
 
         source = (split or Split.valid).value
+        if output is not None:
+            check_output(output, split_file(source, data_dir_arg(data_dir), data))
         images = load_images(source, data_dir_arg(data_dir), data)
     if index >= len(images):
         raise DVAEError(f"--index {index} is out of range: {source} has {len(images)} images "
@@ -164,7 +167,7 @@ def heatmap(
         _checked(output, path, input)
         loaded = _load(path, device)
         index = None if mean else index or 0
-        x, source = _images(input, split, data_dir, index or 0, None if mean else 1, loaded.data)
+        x, source = _images(input, split, data_dir, index or 0, None if mean else 1, loaded.data, output)
         pi = encode_pi(loaded.model, x.to(_device(loaded)))
         if mean:
             pi, what = pi.mean(axis=0), f"mean over {len(x)} {source} images"
@@ -210,7 +213,7 @@ def recon(
         path = checkpoint(ckpt_arg, ckpt)
         _checked(output, path, input)
         loaded = _load(path, device)
-        x, source = _images(input, split, data_dir, index, n, loaded.data)
+        x, source = _images(input, split, data_dir, index, n, loaded.data, output)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
         _write(reconstructions_figure(x.numpy(), reconstruct(loaded.model, x.to(_device(loaded))), title, columns, scale,
                                       loaded.data.shape), output, quiet)
@@ -266,7 +269,7 @@ def traverse(
         path = checkpoint(ckpt_arg, ckpt)
         _checked(output, path, input)
         loaded = _load(path, device)
-        x, source = _images(input, split, data_dir, index, 1, loaded.data)
+        x, source = _images(input, split, data_dir, index, 1, loaded.data, output)
         grid, code = traversal(loaded.model, x[0].to(_device(loaded)))
         title = f"Traversal of {source} image {index} (red frame: its own code)\n{_label(loaded)}"
         _write(traversal_figure(grid, code, x[0].numpy(), reconstruct(loaded.model, x.to(_device(loaded)))[0], title, scale,

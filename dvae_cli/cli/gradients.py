@@ -113,8 +113,11 @@ def gradients(
         dev = resolve_device(device)
         ckpts = ckpts or [str(checkpoint(None, ckpt))]  # none given: --ckpt, $DVAE_CKPT, the newest run...
         checkpoints = [load_checkpoint(c, dev) for c in ckpts]  # a wrong path fails before the work
-        if out is not None:
-            check_output(out, *(c.path for c in checkpoints))
+        if out is not None:  # the checkpoints and the split files they read are inputs
+            from ..data import split_file
+
+            check_output(out, *(c.path for c in checkpoints),
+                         *{split_file(split.value, data_dir_arg(data_dir), c.data) for c in checkpoints})
         batches = {c.data: load_split(split.value, data_dir_arg(data_dir), batch, dev, c.data) for c in checkpoints}
         reporter = for_terminal(quiet)
         reports = []

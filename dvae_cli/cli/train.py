@@ -21,6 +21,7 @@ from ..commandline import flag, negative_flag
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..methods import METHODS
+from ..optim import OPTIMIZERS
 from ..presets import PRESETS
 from ..model import ACTIVATIONS
 from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, JSON, QUIET, Binarize, Dataset, data_config, data_dir_arg,
@@ -30,7 +31,7 @@ app = typer.Typer()
 Method = Enum("Method", {name: name for name in METHODS}, type=str)  # choices for --method
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
 Activation = Enum("Activation", {name: name for name in ACTIVATIONS}, type=str)
-Optimizer = Enum("Optimizer", {name: name for name in ("adam", "radam")}, type=str)
+Optimizer = Enum("Optimizer", {name: name for name in OPTIMIZERS}, type=str)
 
 
 def parse_widths(text: str) -> int | tuple[int, ...]:
