@@ -7,10 +7,15 @@
 #   4. several runs as one batched computation: bench/multirun.py (3 seeds together against 1 alone,
 #      per epoch, eager) and `dvae train --seeds 0,1,2 --device cuda --compile` (CUDA graphs) for 5 epochs,
 #      timed end to end and per epoch (its metrics.jsonl);
-#   5. bench/eval_time.py on cuda (`dvae eval --iw 100` on the 10k validation images).
+#   5. bench/eval_time.py on cuda (`dvae eval --iw 100` on the 10k validation images);
+#   6. only when REINMAX_DIR names a copy of LiyuanLucasLiu/ReinMax (commit 2367056; torchvision needed):
+#      bench/reference_side_by_side.py --device cuda, reinmax 10x30, 5 epochs, seeds 0,1,2, dvae's
+#      `train --preset reinmax` beside the reference run for run (docs/BENCHMARK.md). Its limit (240 s)
+#      takes the total past one 10-minute command: `bash bench/gpu.sh reference` runs it alone.
 #   With FULL_SUITE=1, also issue 20's full benchmark suite (hours): dvae reproduce --suite reinmax.
 #
 #   DVAE_DATA_DIR=/path/to/mnist bash bench/gpu.sh          # from the repository root
+#   DVAE_DATA_DIR=/path/to/mnist REINMAX_DIR=/path/to/ReinMax bash bench/gpu.sh reference
 #
 # MNIST must be on the machine (no download there): DVAE_DATA_DIR names the folder of the four files.
 # Without a package install, dvae runs from this checkout (PYTHONPATH) with PYTHON (default python3).
@@ -40,6 +45,7 @@ nvidia-smi -L || true
 $py -c "import torch, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'python', platform.python_version())"
 git log -1 --format='commit %H %s' 2>/dev/null || true
 
+if [ "${1:-}" != reference ]; then
 step 100 "tests marked cuda" $py -m pytest -q -m cuda tests/
 step 60 "epoch_time cuda eager" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 --no-textbook
 step 70 "epoch_time cuda --compile" $py bench/epoch_time.py --device cuda --methods dtp,gumbel --repeats 2 \
@@ -57,11 +63,19 @@ step 70 "dvae train --method dtp --seeds 0,1,2 --device cuda --compile, 5 epochs
     $py -m dvae_cli train --method dtp --seeds 0,1,2 --epochs 5 --device cuda --compile --out "$work/seeds" -q --json
 cp "$work/seeds/seed-0/metrics.jsonl" "$out/seeds-compiled-metrics.jsonl" 2>/dev/null
 step 30 "eval_time cuda: dvae eval --iw 100 on 10k images" $py bench/eval_time.py --device cuda --repeats 2
+fi
+if [ -n "${REINMAX_DIR:-}" ]; then
+step 240 "reference side by side on cuda: reinmax 10x30, 5 epochs, seeds 0,1,2" \
+    $py bench/reference_side_by_side.py --reference "$REINMAX_DIR" --data-dir "$DVAE_DATA_DIR" --device cuda \
+    --method reinmax --classes 10 --latent-vars 30 --epochs 5 --seeds 0,1,2 --json "$out/reference-side-by-side.json"
+elif [ "${1:-}" = reference ]; then
+    echo "=== reference side by side: set REINMAX_DIR to a copy of LiyuanLucasLiu/ReinMax"
+fi
 
 # Issue 20 (the GST/ReinMax MNIST-VAE benchmark; docs/BENCHMARK.md): hours, not minutes, so only with
 # FULL_SUITE=1 (a machine of one's own, no 10-minute limit). All six shapes, the seven estimators, 10 seeds
-# trained together per (shape, method), 160 epochs, as the reference reports; then 10x30 at 160 epochs
-# for the stretch goal is part of it (its rows in $out/suite-reinmax/results.md).
+# trained together per (shape, method), 160 epochs, as the reference reports; the stretch goal's 10x30
+# rows at 160 epochs are part of it ($out/suite-reinmax/results.md).
 if [ "${FULL_SUITE:-0}" = 1 ]; then
     step 86400 "dvae reproduce --suite reinmax, 6 shapes x 7 methods x 10 seeds, 160 epochs" \
         $py -m dvae_cli reproduce --suite reinmax --seeds 0,1,2,3,4,5,6,7,8,9 --parallel 10 --compile \
