@@ -1,18 +1,17 @@
 """`dvae index` and `dvae search`: the codes as a nearest-neighbour index (the library is dvae_cli.search).
 
-A database or query argument is recognised by its content: a search index file (`dvae index`),
-images (a .npy of shape (N, height, width) or (N, pixels), an IDX file, a PNG or a folder of PNGs),
-or else codes in any format of docs/CODES.md.
+A database or query argument is recognised by its content (sources.py): a search index file (`dvae
+index`), images (a .npy of shape (N, height, width) or (N, pixels), an IDX file, a PNG or a folder of
+PNGs), or else codes in any format of docs/CODES.md.
 
-Owns: recognising the arguments and printing results. Must not: score or index (search.py does).
+Owns: the commands' options and printing results. Must not: score or index (search.py does) or
+tell a file's kind (sources.py does).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,32 +20,20 @@ import typer
 from rich.table import Table
 
 from ..checkpoint import Checkpoint, load_checkpoint
-from ..fileio import check_output
-from .common import CKPT, DEVICE, JSON, QUIET, output_option, stdout, user_errors
-from ..codes import decode, read_codes
-from ..codes.files import read_source
-from ..runfolder import default_checkpoint
+from ..codes import decode
 from ..errors import DVAEError
-from ..inputs import NPY_MAGIC, PNG_MAGIC, ImageSource, is_image_shape, open_images
+from ..fileio import check_output
+from ..inputs import ImageSource
 from ..progress import for_terminal
 from ..retrieval import KS
+from ..runfolder import default_checkpoint
 from ..search import ASYMMETRIC, RERANK, Neighbours, SearchIndex, query_log_pi
-from ..search_file import is_index_file, read_index, write_index
+from ..search_file import write_index
+from ..sources import Opened, open_source
+from .common import CKPT, DEVICE, JSON, QUIET, output_option, stdout, user_errors
 
 app = typer.Typer()
 DB_HELP = ("Database: a search index (dvae index), codes in any format, or images (encoded with --ckpt).")
-
-
-@dataclass
-class Opened:
-    """A database or query argument, recognised: exactly one of index, codes, images is set."""
-
-    name: str
-    index: Optional[SearchIndex] = None
-    codes: Optional[np.ndarray] = None
-    classes: Optional[int] = None  # K as the codes file records it
-    fingerprint: Optional[str] = None
-    images: Optional[ImageSource] = None
 
 
 class LazyCheckpoint:
@@ -61,53 +48,6 @@ class LazyCheckpoint:
 
             self._loaded = load_checkpoint(self.ckpt or default_checkpoint(), resolve_device(self.device))
         return self._loaded
-
-
-def _looks_like_images(head: bytes, data: io.BufferedIOBase, model: LazyCheckpoint) -> bool:
-    """Whether a file's content is images: a PNG, an IDX file, or a .npy of 3 dimensions or of rows of
-    the model's pixel count (a 2-D .npy of another width is codes)."""
-    if head.startswith(PNG_MAGIC) or head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
-        return True
-    if head.startswith(NPY_MAGIC):
-        try:
-            version = np.lib.format.read_magic(data)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape = read(data)[0]
-        except ValueError as e:
-            raise DVAEError(f"{getattr(data, 'name', 'stdin')}: not a valid .npy file ({e})") from None
-        return len(shape) == 3 or len(shape) == 2 and is_image_shape(shape, model.get().data)
-    return False
-
-
-def _open(source: str, what: str, model: LazyCheckpoint) -> Opened:
-    """Recognise a database or query argument by its content and open it (images: of the size of the
-    data set the model learned)."""
-    if source == "-":
-        if sys.stdin.isatty():
-            raise DVAEError(f"{what} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
-        stream = io.BytesIO(read_source("-")[1])  # read in blocks, up to a ceiling
-        if _looks_like_images(stream.read(8), io.BytesIO(stream.getvalue()), model):
-            return Opened("stdin", images=open_images("-", io.BytesIO(stream.getvalue()), model.get().data))
-        stream.seek(0)
-        codes = read_codes(stream)
-        return Opened("stdin", codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
-    path = Path(source)
-    if path.is_dir():
-        return Opened(source, images=open_images(path, data=model.get().data))
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            f.seek(0)
-            images = _looks_like_images(head, f, model)
-    except OSError as e:
-        raise DVAEError(f"{source}: cannot read it ({e.strerror})") from None
-    if is_index_file(head):
-        return Opened(source, index=read_index(path))
-    if images:
-        return Opened(source, images=open_images(path, data=model.get().data))
-    codes = read_codes(path)
-    return Opened(source, codes=codes.indices, classes=codes.classes, fingerprint=codes.fingerprint)
 
 
 def _check_model(index: SearchIndex, loaded: Checkpoint, name: str, force: bool) -> None:
@@ -167,7 +107,7 @@ def index(
     with user_errors():
         check_output(output, [db, *([ckpt] if ckpt else [])])
         model = LazyCheckpoint(ckpt, device)
-        opened = _open(db, "DB", model)
+        opened = open_source(db, "DB", lambda: model.get().data)
         if opened.index is not None:
             raise DVAEError(f"{db} is already a search index")
         built = _database(opened, model, quiet)
@@ -262,8 +202,8 @@ def search(
             if target is not None:
                 check_output(target, inputs)
         model = LazyCheckpoint(ckpt, device)
-        opened_db = _open(db, "DB", model)
-        queries = _open(query, "QUERY", model)
+        opened_db = open_source(db, "DB", lambda: model.get().data)
+        queries = open_source(query, "QUERY", lambda: model.get().data)
         if queries.index is not None:
             raise DVAEError(f"QUERY {query} is a search index; give images or codes")
         database = _database(opened_db, model, quiet)
