@@ -86,15 +86,31 @@ def clear_unfinished(run_dir: str | os.PathLike) -> bool:
     return found
 
 
+MAX_RECORD_BYTES = 64 << 20  # config.json and metrics.jsonl: far above any run's, checked before reading
+
+
+def _read_text(path: Path) -> str:
+    """A run record's text: its size checked first, UTF-8 (anything else is a corrupt record)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise DVAEError(f"{path}: {size:,} bytes, over the {MAX_RECORD_BYTES:,} a run record may have")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DVAEError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a corrupt run record") from None
+    except OSError as e:
+        raise DVAEError(f"{path}: cannot read it ({e.strerror})") from None
+
+
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The whole config.json of a run folder: {"train": ..., "environment": ...}."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise DVAEError(f"{run_dir}: not a run folder (no {CONFIG})")
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(_read_text(path))
         saved["train"]["method"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DVAEError(f"{path}: corrupt run config ({e})") from None
     return saved
 
@@ -110,9 +126,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise DVAEError(f"{path}: corrupt metrics ({e})") from None
+    if not all(isinstance(m, dict) and type(m.get("epoch")) is int for m in records):
+        raise DVAEError(f"{path}: corrupt metrics (every line must be a record with its epoch)")
+    return records
 
 
 def write_metrics(run_dir: str | os.PathLike, metrics: list[dict]) -> None:

@@ -69,7 +69,7 @@ class TrainConfig:
         self.hparams = dataclasses.asdict(self._method.config)  # every value recorded, defaults too
         problems = {
             "optimizer": self.optimizer not in OPTIMIZERS and f"must be one of {', '.join(OPTIMIZERS)}",
-            "epochs": not _is_int(self.epochs, 0) and "must be an integer >= 0",
+            "epochs": not _is_int(self.epochs, 1) and "must be an integer >= 1",
             "batch_size": not _is_int(self.batch_size, 1) and "must be an integer >= 1",
             "lr": not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0)
                   and "must be a finite number > 0",

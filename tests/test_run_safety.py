@@ -266,3 +266,32 @@ def test_a_figure_over_the_data_sets_own_file_is_refused(tmp_path, mnist_dir, ti
     result = cli("recon", tiny_run, "--split", "test", "-o", link, "--data-dir", mnist_dir, "-n", 2)
     assert result.exit_code == 1 and "the same file as the input" in " ".join(result.output.split())
     assert (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes() == before
+
+
+def test_run_records_that_are_not_utf8_or_not_records_are_one_line_errors(tmp_path, tiny_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    assert "not UTF-8" in one_line_error(cli("plot", run, "-o", tmp_path / "c.png"))
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[1, 2]\n')
+    assert "corrupt metrics" in one_line_error(cli("plot", run, "-o", tmp_path / "c.png"))
+    (run / "config.json").write_bytes(b"\xff" * 10)
+    assert "not UTF-8" in one_line_error(cli("train", "--resume", run))
+
+
+def test_empty_inputs_and_meaningless_combinations_say_so(tmp_path, tiny_run):
+    import numpy as np
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
+    message = one_line_error(cli("heatmap", tiny_run, "--mean", "--input", tmp_path / "empty.npy"))
+    assert "has no images" in message and "--index" not in message
+    np.save(tmp_path / "labels.npy", np.zeros((3, 2), np.int64))
+    assert "1-D array of integers" in one_line_error(cli(
+        "search", tmp_path / "empty.npy", tmp_path / "empty.npy", "--eval", "--db-labels", tmp_path / "labels.npy",
+        "--query-labels", tmp_path / "labels.npy", "--ckpt", tiny_run))
+    assert "--eval prints precision" in one_line_error(cli(
+        "search", tmp_path / "empty.npy", tmp_path / "empty.npy", "--eval", "-o", tmp_path / "r.npy"))
+    result = cli("train", "--epochs", "0")  # a usage error (exit 2), before anything is made
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.output

@@ -55,6 +55,8 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
         if output is not None:
             check_output(output, split_file(source, data_dir_arg(data_dir), data))
         images = load_images(source, data_dir_arg(data_dir), data)
+    if not len(images):
+        raise DVAEError(f"{source} has no images")
     if index >= len(images):
         raise DVAEError(f"--index {index} is out of range: {source} has {len(images)} images "
                         f"(0-{len(images) - 1})")

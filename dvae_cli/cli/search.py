@@ -129,9 +129,13 @@ def _labels(path: Optional[Path], flag: str) -> np.ndarray:
         raise DVAEError(f"--eval needs {flag} FILE (an IDX label file, gzip or raw, or a .npy)")
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False).reshape(-1)
+            labels = np.load(path, allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise DVAEError(f"{path}: not a readable .npy of labels ({e})") from None
+        if labels.ndim != 1 or labels.dtype.kind not in "iub":
+            raise DVAEError(f"{path}: labels must be a 1-D array of integers, one per image; got shape "
+                            f"{labels.shape}, dtype {labels.dtype}")
+        return np.asarray(labels)
     from ..data import read_idx
 
     return read_idx(path, kind="labels")
@@ -191,6 +195,9 @@ def search(
     with user_errors():
         if db == "-":
             raise DVAEError("DB must be a file (only QUERY may be - for stdin)")
+        if eval_ and (output is not None or figure is not None):
+            raise DVAEError("--eval prints precision and mAP; it writes no -o results or --figure (run the "
+                            "search without --eval for those)")
         if output is not None and output.suffix.lower() != ".npy":
             raise DVAEError(f"-o {output}: results are written as .npy")
         if figure is not None:

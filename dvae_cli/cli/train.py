@@ -125,7 +125,7 @@ def train(
     method: Method = typer.Option("dtp", help="Training method: " + "; ".join(
         f"{name} = {cls.summary}" for name, cls in METHODS.items()) + "."),
     device: str = DEVICE,
-    epochs: int = typer.Option(50, min=0, help="Epochs (the thesis: 50)."),
+    epochs: int = typer.Option(50, min=1, help="Epochs (the thesis: 50)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size (the thesis: 100)."),
     lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
     seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
