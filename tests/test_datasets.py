@@ -220,6 +220,10 @@ def test_grey_targets_label_the_elbo_and_withhold_the_iw_bound(tmp_path, sets):
     assert "not a bound" in result.stdout and "(IW," not in result.stdout
     config = json.loads((run / "config.json").read_text())["train"]
     assert (config["optimizer"], config["model"]["hidden"], config["data"]["binarize"]) == ("radam", [16, 8], "none")
+    np.save(tmp_path / "imgs.npy", small_images(5, 3))
+    result = cli("encode", tmp_path / "imgs.npy", "-o", tmp_path / "c.txt", "--ckpt", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "c.txt").read_text().split()) == 5
 
 
 def _code_tokens(path: Path):
