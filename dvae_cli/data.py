@@ -1,8 +1,9 @@
-"""The data sets: which ones exist (MNIST and the sets in its file layout), finding and parsing their
-IDX files, splitting, and how images become the targets the model reconstructs.
+"""The data sets: which ones exist (MNIST and the sets in its file layout, and any pair of .npy arrays
+of grey images), finding and parsing their files, splitting, and how images become the targets the
+model reconstructs.
 
-A data set in MNIST's file layout (IDX image files for a training and a test set) is one `IdxDataset`
-entry in `DATASETS`. What a run learned from is a `DataConfig` (the set's name, its image height and
+A data set is one `DataSet` entry in `DATASETS`: its files (IDX, as MNIST's, or .npy) for a training
+and a test set. What a run learned from is a `DataConfig` (the set's name, its image height and
 width, read from the files' header, the binarization and the validation split): it is recorded in
 config.json and in every checkpoint, and every command reads the images' shape and the set from it.
 Only the image files are read: the label files may be absent.
@@ -44,26 +45,28 @@ BINARIZATIONS = {
 
 
 @dataclass(frozen=True)
-class IdxDataset:
-    """A data set in MNIST's file layout: a training and a test file of images (IDX, raw or gzip)."""
+class DataSet:
+    """A data set: a training and a test file of grey images, IDX (raw or gzip, MNIST's layout) or .npy."""
 
     name: str  # --dataset and the cache folder's name
     title: str  # how messages name it
-    files: dict[str, str]  # "train", "test" (images, read) and "train-labels", "test-labels" (not read)
+    files: dict[str, str]  # "train", "test" (images, read) and, for IDX, "train-labels", "test-labels" (not read)
     valid_size: int  # the last images of the training file form the validation split
-    torchvision: str  # the torchvision.datasets class that downloads it (its root holds <class>/raw/)
+    torchvision: str | None = None  # the torchvision.datasets class that downloads it (its root holds <class>/raw/)
     side: int = 28  # the images' height and width as published
+    layout: str = "idx"  # "idx" or "npy": uint8 arrays (N, height, width), no pickles
 
 
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
              "train-labels": "train-labels-idx1-ubyte", "test-labels": "t10k-labels-idx1-ubyte"}
-MNIST = IdxDataset("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST")
-FASHION_MNIST = IdxDataset("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST")
-KMNIST = IdxDataset("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST")
-DATASETS: dict[str, IdxDataset] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST)}
+MNIST = DataSet("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST")
+FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST")
+KMNIST = DataSet("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST")
+NPY = DataSet("npy", "the .npy data set", {"train": "train.npy", "test": "test.npy"}, valid_size=0, layout="npy")
+DATASETS: dict[str, DataSet] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST, NPY)}
 
 
-def get_dataset(name: str) -> IdxDataset:
+def get_dataset(name: str) -> DataSet:
     """The data set registered as `name`."""
     try:
         return DATASETS[name]
@@ -107,7 +110,7 @@ class DataConfig:
         return (self.height, self.width)
 
     @property
-    def dataset(self) -> IdxDataset:
+    def dataset(self) -> DataSet:
         return get_dataset(self.name)
 
     @property
@@ -131,13 +134,19 @@ class DataConfig:
 DEFAULT_DATA = DataConfig()
 
 
-def default_cache_dir(dataset: IdxDataset = MNIST) -> Path:
+def default_cache_dir(dataset: DataSet = MNIST) -> Path:
     """The user cache folder: $XDG_CACHE_HOME/dvae/<name>, else ~/.cache/dvae/<name>."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "dvae" / dataset.name
 
 
-def _missing(folder: Path, how: str | Setting, dataset: IdxDataset) -> SettingError:
+def _missing(folder: Path, how: str | Setting, dataset: DataSet) -> SettingError:
+    if dataset.layout == "npy":
+        return SettingError(
+            f"{dataset.title} not found in {folder} (", how, "). It is two files, "
+            f"{' and '.join(dataset.files[key] for key in IMAGE_FILES)}: uint8 arrays (N, height, width) of grey "
+            "images of one size (saved with numpy.save, no pickles). Pass their folder with ", Setting("data_dir"),
+            f" DIR or the environment variable {ENV_DATA_DIR}=DIR.")
     images = ", ".join(f"{dataset.files[key]}.gz" for key in IMAGE_FILES)
     labels = ", ".join(f"{stem}" for key, stem in dataset.files.items() if key not in IMAGE_FILES)
     return SettingError(
@@ -150,9 +159,11 @@ def _missing(folder: Path, how: str | Setting, dataset: IdxDataset) -> SettingEr
     )
 
 
-def _find_file(folder: Path, stem: str, dataset: IdxDataset) -> Path | None:
-    """The IDX file `stem` in `folder` or in torchvision's `folder/<class>/raw`: raw or .gz, also in
-    the 'train-images.idx3-ubyte' spelling."""
+def _find_file(folder: Path, stem: str, dataset: DataSet) -> Path | None:
+    """The file `stem` in `folder`; for IDX also in torchvision's `folder/<class>/raw`, raw or .gz,
+    and in the 'train-images.idx3-ubyte' spelling."""
+    if dataset.layout == "npy":
+        return folder / stem if (folder / stem).is_file() else None
     dotted = stem.replace("-idx", ".idx")
     for place in (folder, folder / dataset.torchvision / "raw"):
         for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
@@ -161,8 +172,10 @@ def _find_file(folder: Path, stem: str, dataset: IdxDataset) -> Path | None:
     return None
 
 
-def _download(folder: Path, dataset: IdxDataset) -> None:
+def _download(folder: Path, dataset: DataSet) -> None:
     """Download the data set's gzip files into `folder` with its torchvision class's mirrors (md5 checked)."""
+    if dataset.torchvision is None:
+        raise _missing(folder, "the default cache folder; it has no download", dataset)
     import torchvision.datasets
     from torchvision.datasets.utils import download_url
 
@@ -180,12 +193,12 @@ def _download(folder: Path, dataset: IdxDataset) -> None:
             raise _missing(folder, "the download failed: are you offline?", dataset)
 
 
-def _has_images(folder: Path, dataset: IdxDataset) -> bool:
+def _has_images(folder: Path, dataset: DataSet) -> bool:
     return all(_find_file(folder, dataset.files[key], dataset) is not None for key in IMAGE_FILES)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool = True,
-                     dataset: IdxDataset = MNIST) -> Path:
+                     dataset: DataSet = MNIST) -> Path:
     """The folder holding the data set: `data_dir`, else $DVAE_DATA_DIR, else the cache (downloading)."""
     if data_dir is not None:
         folder, how = Path(data_dir), Setting("data_dir")
@@ -246,11 +259,36 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, binarize: str = "threshold",
-             valid_size: int | None = None) -> DataConfig:
-    """The DataConfig of data set `name` as found on disk: its image size read from the training file."""
-    dataset = get_dataset(name)
-    path = split_file("train", data_dir, DataConfig(name))
+def read_npy_images(path: str | os.PathLike) -> np.ndarray:
+    """A .npy array of grey images, uint8 (N, height, width), checked (no pickles, sizes in range)."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except FileNotFoundError:
+        raise DVAEError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise DVAEError(f"{path}: not a readable .npy array ({e})") from None
+    if array.dtype != np.uint8 or array.ndim != 3 or not all(1 <= side <= MAX_SIDE for side in array.shape[1:]):
+        raise DVAEError(f"{path}: a data set's .npy must be uint8 images (N, height, width), each side 1 to "
+                        f"{MAX_SIDE}; got {array.dtype} {array.shape}")
+    return np.asarray(array)
+
+
+def _npy_size(path: Path) -> tuple[int, int]:
+    """(height, width) of a .npy data set file, from its header (memory-mapped, nothing read)."""
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DVAEError(f"{path}: not a readable .npy array ({e})") from None
+    if array.ndim != 3:
+        read_npy_images(path)  # says what is wrong with it
+    return int(array.shape[1]), int(array.shape[2])
+
+
+def _image_size(path: Path, layout: str) -> tuple[int, int]:
+    """(height, width) of an image file's images, from its header alone."""
+    if layout == "npy":
+        return _npy_size(path)
     try:
         with open(path, "rb") as f:
             packed = f.read(2) == b"\x1f\x8b"
@@ -260,9 +298,15 @@ def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, 
         raise DVAEError(f"{path}: corrupt gzip data ({e})") from None
     if len(header) < 16 or header[:4] != IDX_MAGIC["images"].to_bytes(4, "big"):
         read_idx(path, kind="images")  # says what is wrong with it
-    height, width = (int.from_bytes(header[i : i + 4], "big") for i in (8, 12))
-    return DataConfig(name, int(height), int(width), binarize,
-                      dataset.valid_size if valid_size is None else valid_size)
+    return int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+
+
+def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, binarize: str = "threshold",
+             valid_size: int | None = None) -> DataConfig:
+    """The DataConfig of data set `name` as found on disk: its image size read from the training file."""
+    dataset = get_dataset(name)
+    height, width = _image_size(split_file("train", data_dir, DataConfig(name)), dataset.layout)
+    return DataConfig(name, height, width, binarize, dataset.valid_size if valid_size is None else valid_size)
 
 
 def load_images(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> np.ndarray:
@@ -270,7 +314,7 @@ def load_images(split: str, data_dir: str | os.PathLike | None = None, data: Dat
     `valid_size` images (MNIST: 50k), valid = those, test = the test file. Their size must be the
     description's."""
     path = split_file(split, data_dir, data)
-    images = read_idx(path, kind="images")
+    images = read_npy_images(path) if data.dataset.layout == "npy" else read_idx(path, kind="images")
     if images.shape[1:] != data.shape:
         raise SettingError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the model learned "
                            f"{data.describe()}; point ", Setting("data_dir"), " at that data set")

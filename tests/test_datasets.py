@@ -269,3 +269,28 @@ def test_a_setting_error_names_the_setting_in_the_library_and_the_flag_on_the_co
         TrainConfig(save_every=-1)
     result = cli("train", "--data-dir", sets["mnist"] / "nowhere", "--device", "cpu", "-o", tmp_path / "r")
     assert result.exit_code == 1 and "Pass the folder with --data-dir DIR" in " ".join(result.stderr.split())
+
+
+def test_a_pair_of_npy_arrays_is_a_data_set(tmp_path):
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "train.npy", small_images(300, 4))
+    np.save(folder / "test.npy", small_images(40, 5))
+    described = data.describe("npy", folder)
+    assert (described.shape, described.valid_size) == ((HEIGHT, WIDTH), 0)
+    common = ("--data-dir", folder, "--device", "cpu", "-q")
+    run = tmp_path / "run"
+    result = cli("train", "--dataset", "npy", "--epochs", 1, "--latent-vars", 3, "--classes", 4, "--hidden", 16,
+                 "-o", run, *common)
+    assert result.exit_code == 0, result.output
+    assert "test_neg_elbo" in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])  # no validation split
+    held = tmp_path / "held"
+    result = cli("train", "--dataset", "npy", "--valid-size", 50, "--epochs", 1, "--latent-vars", 3, "--classes", 4,
+                 "--hidden", 16, "-o", held, *common)
+    assert result.exit_code == 0, result.output
+    result = cli("eval", held, "--iw", 0, "--json", *common)
+    assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 50
+    np.save(folder / "test.npy", np.zeros((4, 5), np.float32))
+    assert cli("eval", held, "--split", "test", *common).exit_code == 1
+    result = cli("train", "--dataset", "npy", "--data-dir", tmp_path / "nowhere")
+    assert result.exit_code == 1 and "train.npy and test.npy: uint8 arrays" in " ".join(result.stderr.split())

@@ -40,8 +40,9 @@ DATA_DIR = typer.Option(None, "--data-dir", envvar=ENV_DATA_DIR, show_envvar=Tru
                              "checkpoint learned (dvae train --dataset).")
 Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)
 Binarize = Enum("Binarize", {name: name for name in BINARIZATIONS}, type=str)
-DATASET = typer.Option("mnist", "--dataset", help="Data set, in the IDX file layout of MNIST's (any image size: "
-                       "the files' header gives it): " + ", ".join(DATASETS) + ".")
+DATASET = typer.Option("mnist", "--dataset", help="Data set: " + ", ".join(DATASETS) + " (IDX files in MNIST's "
+                       "layout, any image size: their header gives it); npy = train.npy and test.npy, uint8 arrays "
+                       "(N, height, width) of grey images in --data-dir.")
 BINARIZE = typer.Option("threshold", "--binarize", help="; ".join(f"{k} = {v}" for k, v in BINARIZATIONS.items()) + ".")
 CKPT_HELP = (f"Checkpoint file, run folder (its best checkpoint), or {PRETRAINED_NAMES} (shipped with dvae); "
              "default: the newest run under ./runs, else pretrained:best.")
@@ -110,11 +111,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def data_config(dataset: Dataset, binarize: Binarize, data_dir: Optional[Path]):
-    """The DataConfig of --dataset and --binarize, its image size read from the files in --data-dir."""
+def data_config(dataset: Dataset, binarize: Binarize, data_dir: Optional[Path], valid_size: Optional[int] = None):
+    """The DataConfig of --dataset, --binarize (and --valid-size), its image size read from the files in
+    --data-dir."""
     from ..data import describe
 
-    return describe(dataset.value, data_dir_arg(data_dir), binarize.value)
+    return describe(dataset.value, data_dir_arg(data_dir), binarize.value, valid_size)
 
 
 @contextlib.contextmanager

@@ -141,6 +141,9 @@ def train(
     optimizer: Optimizer = typer.Option("adam", help="adam (the thesis) or radam (torch.optim)."),
     dataset: Dataset = DATASET,
     binarize: Binarize = BINARIZE,
+    valid_size: Optional[int] = typer.Option(None, min=0, help="Images at the end of the training file held out "
+                                             "for validation (default: the data set's; 0: train on all, monitor "
+                                             "the test split, keep the last epoch)."),
     preset: Optional[Preset] = typer.Option(None, help="A benchmark's protocol, its settings the defaults of "
                                             "the flags not given: " + "; ".join(
                                                 f"{name} = {p.summary}" for name, p in PRESETS.items()) + "."),
@@ -189,7 +192,7 @@ def train(
                 check_method_settings(method.value, hparams)
                 widths = parse_widths(hidden)
                 resolve_device(device)  # before the data is looked for
-                data = data_config(dataset, binarize, data_dir)
+                data = data_config(dataset, binarize, data_dir, valid_size)
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,
