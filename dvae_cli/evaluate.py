@@ -16,16 +16,49 @@ from .model import DiscreteVAE, draw_gumbel, kl_to_uniform, log_likelihood, rela
 DEFAULT_IW_SAMPLES = 100
 
 
+class CodeUse:
+    """The code statistics of `code_statistics`, gathered batch by batch from log pi (so that a pass
+    that encodes the data anyway, as `elbo_terms`, need not encode it again)."""
+
+    def __init__(self, latent_vars: int, classes: int, device: torch.device):
+        self.max_prob = torch.zeros((), device=device, dtype=torch.float64)
+        self.marginal = torch.zeros(latent_vars, classes, device=device, dtype=torch.float64)
+        self.images = 0
+
+    def add(self, log_pi: Tensor) -> None:
+        pi = log_pi.exp()
+        self.max_prob += pi.amax(dim=-1).sum().double()
+        self.marginal += pi.sum(dim=0).double()
+        self.images += len(log_pi)
+
+    def result(self) -> dict:
+        """Mean max-probability of pi, and each variable's perplexity exp(H(mean_x pi_d(x)))."""
+        n = max(self.images, 1)
+        marginal = self.marginal / n
+        perplexity = torch.exp(-(marginal * marginal.clamp_min(1e-30).log()).sum(dim=-1)).tolist()
+        return {
+            "mean_max_prob": self.max_prob.item() / (n * marginal.shape[0]),
+            "perplexity": perplexity,
+            "perplexity_min": min(perplexity),
+            "perplexity_mean": sum(perplexity) / len(perplexity),
+            "perplexity_max": max(perplexity),
+        }
+
+
 @torch.no_grad()
 def elbo_terms(
-    model: DiscreteVAE, data: Tensor, generator: torch.Generator, batch_size: int = 1000
+    model: DiscreteVAE, data: Tensor, generator: torch.Generator, batch_size: int = 1000,
+    code_use: CodeUse | None = None,
 ) -> dict[str, float]:
-    """Per-image means of log p(x|y) (y one Gumbel-max one-hot sample), KL and -ELBO."""
+    """Per-image means of log p(x|y) (y one Gumbel-max one-hot sample), KL and -ELBO; with `code_use`,
+    the code statistics of the same pass gathered there too."""
     cfg = model.config
     totals = torch.zeros(2, device=data.device, dtype=torch.float64)
     for start in range(0, len(data), batch_size):
         x = data[start : start + batch_size]
         log_pi = model.encode(x)
+        if code_use is not None:
+            code_use.add(log_pi)
         codes = sample_indices(log_pi, draw_gumbel(generator, (len(x), cfg.latent_vars, cfg.classes)))
         log_lik = log_likelihood(model.decode_indices(codes), x)
         totals += torch.stack([log_lik.sum(), kl_to_uniform(log_pi).sum()]).double()
@@ -65,23 +98,10 @@ def iw_log_px(
 @torch.no_grad()
 def code_statistics(model: DiscreteVAE, data: Tensor, batch_size: int = 1000) -> dict:
     """Mean max-probability of pi, and each variable's perplexity exp(H(mean_x pi_d(x)))."""
-    cfg = model.config
-    max_prob = torch.zeros((), device=data.device, dtype=torch.float64)
-    marginal = torch.zeros(cfg.latent_vars, cfg.classes, device=data.device, dtype=torch.float64)
+    use = CodeUse(model.config.latent_vars, model.config.classes, data.device)
     for start in range(0, len(data), batch_size):
-        pi = model.encode(data[start : start + batch_size]).exp()
-        max_prob += pi.amax(dim=-1).sum().double()
-        marginal += pi.sum(dim=0).double()
-    n = max(len(data), 1)
-    marginal /= n
-    perplexity = torch.exp(-(marginal * marginal.clamp_min(1e-30).log()).sum(dim=-1)).tolist()
-    return {
-        "mean_max_prob": max_prob.item() / (n * cfg.latent_vars),
-        "perplexity": perplexity,
-        "perplexity_min": min(perplexity),
-        "perplexity_mean": sum(perplexity) / len(perplexity),
-        "perplexity_max": max(perplexity),
-    }
+        use.add(model.encode(data[start : start + batch_size]))
+    return use.result()
 
 
 @torch.no_grad()

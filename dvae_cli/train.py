@@ -30,7 +30,7 @@ from .errors import DVAEError, Setting, SettingError
 from .distributed import resolve_device
 from .interrupts import deferred_interrupt
 from .methods import Method, MethodLoss, Noise, Step, make_method
-from .evaluate import code_statistics, elbo_terms
+from .evaluate import CodeUse, elbo_terms
 from .model import DiscreteVAE, ModelConfig
 from .optim import OPTIMIZERS, make_optimizer
 from .progress import Reporter
@@ -316,8 +316,9 @@ class Run:
     def end_epoch(self, train: dict[str, float], schedule: dict[str, float], t0: float) -> None:
         """Validate, write the epoch's files and report it (rank 0 alone)."""
         eval_generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
-        valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator)
-        codes = code_statistics(self.model, self.valid_data)
+        use = CodeUse(self.config.model.latent_vars, self.config.model.classes, self.device)
+        valid = elbo_terms(self.model.eval(), self.valid_data, eval_generator, code_use=use)  # one pass for both
+        codes = use.result()
         valid.update(classes_used=codes["perplexity_mean"], mean_max_prob=codes["mean_max_prob"])
         record = {"epoch": self.epoch, **train, **{f"{self.monitor}_{k}": v for k, v in valid.items()},
                   **{k: v for k, v in schedule.items() if k != "lr_scale"},
