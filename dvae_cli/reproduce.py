@@ -84,6 +84,8 @@ EXTRA_MODELS = [
     Entry("st", "straight-through", "st", {}),
     Entry("reinmax", "ReinMax", "reinmax", {}),
     Entry("rloo", "REINFORCE, leave-one-out baseline", "rloo", {}),
+    Entry("gst", "gapped straight-through, gap 1 (Fan et al. 2022)", "gst", {}),
+    Entry("gumbel-rao", "Gumbel-Rao, 100 samples (Paulus et al. 2021)", "gumbel-rao", {}),
     Entry("gumbel-lr1e-3", "Gumbel-Softmax tau=0.5, Adam lr 1e-3 (tuned)", "gumbel", {"tau_min": 0.5},
           train={"lr": 1e-3}),
     Entry("st-gumbel-lr1e-3", "straight-through Gumbel-Softmax, Adam lr 1e-3", "st-gumbel", {},
