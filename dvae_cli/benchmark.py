@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
+from .commandline import suite_command
 from .errors import DVAEError
 from .evaluate import evaluate
 from .fileio import atomic_write_text
@@ -142,7 +143,7 @@ def suite_markdown(results: dict) -> str:
     """results.md: the protocol and one row per (shape, method), mean ± sd over seeds."""
     p = results["protocol"]
     lines = [
-        f"# dvae reproduce --suite {p['suite']}",
+        f"# {suite_command(p['suite'])}",
         "",
         f"{p['summary']}. Epochs: {p['epochs']}; "
         f"{'all' if p['train_limit'] is None else p['train_limit']} training images; the checkpoint of the "

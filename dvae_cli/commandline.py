@@ -23,6 +23,11 @@ def setting_flags(settings: dict) -> list[str]:
             for k, v in settings.items()]
 
 
+def suite_command(suite: str) -> str:
+    """The `dvae reproduce` command of a benchmark suite."""
+    return f"dvae reproduce {flag('suite')} {suite}"
+
+
 def train_command(method: str, settings: dict) -> str:
     """The `dvae train` command line of a method with settings (beyond the defaults)."""
     return " ".join(["dvae train", f"{flag('method')} {method}", *setting_flags(settings)])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .commandline import suite_command
 from .data import DEFAULT_DATA
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
@@ -293,7 +294,7 @@ def suite_figure(results: dict) -> Figure:
         ax.set_ylabel("-ELBO (nats)")
     axes[0].legend(fontsize=8)
     p = results["protocol"]
-    fig.suptitle(f"dvae reproduce --suite {p['suite']}, {p['epochs']} epochs, mean ± sd over seeds", fontsize=9)
+    fig.suptitle(f"{suite_command(p['suite'])}, {p['epochs']} epochs, mean ± sd over seeds", fontsize=9)
     return fig
 
 
