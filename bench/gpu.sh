@@ -80,6 +80,9 @@ if [ "${FULL_SUITE:-0}" = 1 ]; then
     step 86400 "dvae reproduce --suite reinmax, 6 shapes x 7 methods x 10 seeds, 160 epochs" \
         $py -m dvae_cli reproduce --suite reinmax --seeds 0,1,2,3,4,5,6,7,8,9 --parallel 10 --compile \
         --device cuda --out "$out/suite-reinmax" -q
+    step 7200 "the new estimators on the thesis's protocol: dvae reproduce --methods gumbel-rao,gst, 3 seeds" \
+        $py -m dvae_cli reproduce --methods gumbel-rao,gst --extra-seeds 0,1,2 --parallel 3 --device cuda \
+        --out "$out/thesis-new" -q
 fi
 rm -rf "$work"
 } 2>&1 | tee "$out/gpu.log"

@@ -163,7 +163,7 @@ def run_dvae(python: str, work: Path, args, seed: int) -> dict:
     out = work / f"dvae-seed{seed}"
     command = [python, "-m", "dvae_cli", "train", "--preset", "reinmax", "--method", args.method,
                "--classes", str(args.classes), "--latent-vars", str(args.latent_vars), "--epochs", str(args.epochs),
-               "--seed", str(seed), "--device", args.device, "-o", str(out), "-q", "--data-dir", str(args.data_dir)]
+               "--seed", str(seed), "--device", args.device, "-o", str(out), "-q", "--data-dir", str(args.data_dir.resolve())]
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=work, env=environment(args.threads), capture_output=True, text=True)
     wall = time.perf_counter() - start
