@@ -16,8 +16,10 @@ Byte layout (little-endian; also in docs/SEARCH.md):
 
 Sections: `codes` (always, first): the N codes as `packed` records of docs/CODES.md (13 bytes
 for D=30, K=10); then one per FAISS index kind (`fastscan`, `binary`: search.KINDS), the output of
-`faiss.serialize_index` (`serialize_index_binary` for `binary`), readable by FAISS alone. A
-truncated, corrupt or inconsistent file, or one made by another model, is a DVAEError.
+`faiss.serialize_index` (`serialize_index_binary` for `binary`), readable by FAISS alone. dvae
+reads the codes and rebuilds each listed index from them (the same index, exactly) rather than
+deserializing FAISS's bytes, whose inner sizes FAISS trusts. A truncated, corrupt or inconsistent
+file, or one made by another model, is a DVAEError.
 
 Owns: the index file's byte layout. Must not: score or search.
 """
@@ -38,7 +40,7 @@ from .codes.packing import check_classes, group_size, packed_record_bytes
 from .errors import DVAEError
 from .fileio import open_output
 from .terminal import escape
-from .search import KINDS, SearchIndex, bytes_per_code, load_faiss
+from .search import KINDS, SearchIndex, load_faiss
 
 MAGIC = b"\x89DVIX\r\n\x1a"
 VERSION = 1
@@ -83,23 +85,6 @@ def is_index_file(head: bytes) -> bool:
 def _check_magic(head: bytes, name: str) -> None:
     if not is_index_file(head[:8]):
         raise DVAEError(f"{name}: not a dvae search index (make one with: dvae index CODES -o FILE)")
-
-
-def _deserialize(kind: str, payload: memoryview, name: str):
-    faiss = load_faiss()
-    deserialize = faiss.deserialize_index_binary if KINDS[kind].binary else faiss.deserialize_index
-    try:
-        return deserialize(np.frombuffer(payload, np.uint8))
-    except (RuntimeError, MemoryError) as e:
-        raise DVAEError(f"{name}: corrupt {kind} index ({(str(e).splitlines() or ['too large'])[0]})") from None
-
-
-def _check_faiss(kind: str, faiss_index, d: int, k: int, n: int, name: str) -> None:
-    """The FAISS index must hold the N codes of D variables that the header announces."""
-    expected = bytes_per_code(kind, d, k) * 8 if KINDS[kind].binary else d * k
-    if faiss_index.ntotal != n or faiss_index.d != expected:
-        raise DVAEError(f"{name}: inconsistent {kind} index ({faiss_index.ntotal} codes of dimension "
-                        f"{faiss_index.d}; the header says {n} codes, dimension {expected})")
 
 
 def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> SearchIndex:
@@ -158,7 +143,8 @@ def read_index(path: str | os.PathLike, fingerprint: str | None = None) -> Searc
         raise DVAEError(f"{name}: corrupt codes section ({e})") from None
     index = SearchIndex(codes, k, made_by)
     for kind in [s for s in payloads if s != CODES]:
-        faiss_index = _deserialize(kind, payloads[kind], name)
-        _check_faiss(kind, faiss_index, d, k, n, name)
-        index.indexes[kind] = faiss_index
+        # rebuilt from the checked codes, not deserialized: FAISS trusts the sizes inside its own bytes,
+        # so a crafted section could make it allocate without bound; the build is exact and fast
+        if KINDS[kind].supports(d, k):
+            index.indexes[kind] = KINDS[kind].build(index.codes, k)
     return index

@@ -234,3 +234,20 @@ def test_lock_that_cannot_be_written_is_removed(tmp_path, monkeypatch):
     assert not (tmp_path / runlock.LOCK).exists()
     with runlock.run_lock(tmp_path):
         pass
+
+
+def test_an_index_files_faiss_sections_are_rebuilt_from_its_codes_not_deserialized(tmp_path, monkeypatch):
+    """A section whose bytes would make FAISS allocate without bound (its inner sizes are trusted by
+    FAISS) never reaches FAISS: the index is rebuilt from the checked codes, and searches the same."""
+    from dvae_cli import search_file
+    from dvae_cli.search import SearchIndex
+
+    codes = np.random.default_rng(0).integers(0, 10, (50, 30)).astype(np.uint8)
+    index = SearchIndex.build(codes, 10, "0123456789abcdef")
+    monkeypatch.setattr(search_file, "_serialize", lambda kind, faiss_index: b"\xff" * 64)  # a crafted payload
+    search_file.write_index(tmp_path / "db.idx", index)
+    monkeypatch.undo()
+    back = search_file.read_index(tmp_path / "db.idx")
+    assert set(back.indexes) == set(index.indexes) == {"fastscan"}
+    found = back.search_codes(codes[:5], 3)
+    assert (found.rows[:, 0] == np.arange(5)).all() and (found.scores[:, 0] == 0).all()

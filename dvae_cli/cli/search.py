@@ -204,7 +204,7 @@ def search(
             from ..figures import output_format
 
             output_format(figure)
-        inputs = [i for i in (db, query, ckpt) if i is not None]
+        inputs = [i for i in (db, query, ckpt, db_labels, query_labels) if i is not None]
         for target in (output, figure):
             if target is not None:
                 check_output(target, inputs)
