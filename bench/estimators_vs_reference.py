@@ -35,7 +35,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
 
 from dvae_cli.methods import PresetNoise, make_method
 from dvae_cli.model import ModelConfig, one_hot_sample

@@ -30,7 +30,7 @@ from .methods import get_method
 from .presets import apply_preset, get_preset
 from .progress import Reporter
 from .distributed import resolve_device
-from .reproduce import EVAL_SEED, RESULTS_JSON, RESULTS_MD, Splits, ensure_trained, ensure_trained_together, fmt
+from .reproduce import EVAL_SEED, RESULTS_JSON, RESULTS_MD, Splits, cached, ensure_runs, evaluated, fmt, mean_std
 from .runfolder import LAST, read_metrics
 from .train import TrainConfig
 
@@ -58,21 +58,17 @@ def evaluate_suite_run(run: Path, splits: Splits) -> dict:
     checkpoint on train; cached in the run folder (keyed by the checkpoint's fingerprint)."""
     ckpt = load_checkpoint(run / LAST, splits.device)
     key = {"fingerprint": ckpt.fingerprint, "train_limit": splits.train_limit, "seed": EVAL_SEED}
-    cache = run / SUITE_EVAL_CACHE
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached
-    metrics = read_metrics(run)
-    last = metrics[-1]
-    exact = evaluate(ckpt.model, splits["train"], iw_samples=0, seed=EVAL_SEED)
-    result = {"epoch": ckpt.epoch, "train_neg_elbo": last["train_neg_elbo"], "test_neg_elbo": last["test_neg_elbo"],
-              "train_neg_elbo_onehot": exact["neg_elbo"], "test_classes_used": last["test_classes_used"],
-              "test_mean_max_prob": last["test_mean_max_prob"],
-              "seconds_per_epoch": statistics.fmean(m["seconds"] for m in metrics)}
-    evaluation = {"key": key, "metrics": result}
-    atomic_write_text(cache, json.dumps(evaluation, indent=2) + "\n")
-    return evaluation
+
+    def compute() -> dict:
+        metrics = read_metrics(run)
+        last = metrics[-1]
+        exact = evaluate(ckpt.model, splits["train"], iw_samples=0, seed=EVAL_SEED)
+        return {"epoch": ckpt.epoch, "train_neg_elbo": last["train_neg_elbo"], "test_neg_elbo": last["test_neg_elbo"],
+                "train_neg_elbo_onehot": exact["neg_elbo"], "test_classes_used": last["test_classes_used"],
+                "test_mean_max_prob": last["test_mean_max_prob"],
+                "seconds_per_epoch": statistics.fmean(m["seconds"] for m in metrics)}
+
+    return cached(run / SUITE_EVAL_CACHE, key, compute)
 
 
 def suite_configs(base: TrainConfig, shape: tuple[int, int], method: str, seeds: list[int],
@@ -96,29 +92,21 @@ def reproduce_suite(shapes: list[tuple[int, int]], methods: list[str], seeds: li
         raise DVAEError("the suite needs at least one shape, one method and one seed")
     out, reporter = Path(out), reporter or Reporter()
     protocol = get_preset(preset)
+    data = suite_configs(base, shapes[0], methods[0], seeds, preset)[0].data  # the preset's, for every run
+    splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device), data)
     rows = []
-    splits = None
     for shape in shapes:
         for method in methods:
             configs = suite_configs(base, shape, method, seeds, preset)
-            if splits is None:
-                splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device), configs[0].data)
             folders = [run_folder(out, shape, method, seed) for seed in seeds]
-            if parallel > 1:
-                statuses = ensure_trained_together(configs, folders, parallel, reporter)
-            else:
-                statuses = [ensure_trained(config, run, reporter) for config, run in zip(configs, folders)]
-            runs = []
-            for seed, run, status in zip(seeds, folders, statuses):
-                reporter.log(f"{shape[0]}x{shape[1]} {method} seed {seed}: {status} ({run})")
-                evaluation = evaluate_suite_run(run, splits)
-                runs.append({"seed": seed, "run": str(run), "status": status,
-                             "fingerprint": evaluation["key"]["fingerprint"], "metrics": evaluation["metrics"]})
+            statuses = ensure_runs(configs, folders, parallel, reporter)
+            runs = evaluated(folders, seeds, statuses, f"{shape[0]}x{shape[1]} {method}",
+                             lambda run: evaluate_suite_run(run, splits), reporter)
             rows.append(_summarize(shape, method, configs[0], runs))
     results = {
         "protocol": {"suite": preset, "summary": protocol.summary, "epochs": base.epochs,
                      "train_limit": base.train_limit, "eval_seed": EVAL_SEED, "checkpoint": "last epoch",
-                     "data": configs[0].data.to_dict()},
+                     "data": data.to_dict()},
         "rows": rows,
     }
     atomic_write_text(out / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
@@ -128,11 +116,9 @@ def reproduce_suite(shapes: list[tuple[int, int]], methods: list[str], seeds: li
 
 
 def _summarize(shape: tuple[int, int], method: str, config: TrainConfig, runs: list[dict]) -> dict:
-    values = {k: [r["metrics"][k] for r in runs] for k in runs[0]["metrics"]}
+    mean, std = mean_std(runs)
     return {"shape": f"{shape[0]}x{shape[1]}", "method": method, "lr": config.lr, "optimizer": config.optimizer,
-            "hparams": config.hparams, "seeds": [r["seed"] for r in runs],
-            "mean": {k: statistics.fmean(v) for k, v in values.items()},
-            "std": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}, "runs": runs}
+            "hparams": config.hparams, "seeds": [r["seed"] for r in runs], "mean": mean, "std": std, "runs": runs}
 
 
 SUITE_COLUMNS = ["shape (C x L)", "method", "seeds", "lr", "temperature", "train -ELBO", "test -ELBO",

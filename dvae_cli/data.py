@@ -259,9 +259,8 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def read_npy_images(path: str | os.PathLike) -> np.ndarray:
-    """A .npy array of grey images, uint8 (N, height, width), checked (no pickles, sizes in range)."""
-    path = Path(path)
+def _npy_array(path: Path) -> np.ndarray:
+    """A data set's .npy file memory-mapped (nothing read yet), checked: uint8 (N, height, width), no pickles."""
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except FileNotFoundError:
@@ -271,24 +270,18 @@ def read_npy_images(path: str | os.PathLike) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or not all(1 <= side <= MAX_SIDE for side in array.shape[1:]):
         raise DVAEError(f"{path}: a data set's .npy must be uint8 images (N, height, width), each side 1 to "
                         f"{MAX_SIDE}; got {array.dtype} {array.shape}")
-    return np.asarray(array)
+    return array
 
 
-def _npy_size(path: Path) -> tuple[int, int]:
-    """(height, width) of a .npy data set file, from its header (memory-mapped, nothing read)."""
-    try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise DVAEError(f"{path}: not a readable .npy array ({e})") from None
-    if array.ndim != 3:
-        read_npy_images(path)  # says what is wrong with it
-    return int(array.shape[1]), int(array.shape[2])
+def read_npy_images(path: str | os.PathLike) -> np.ndarray:
+    """A .npy array of grey images, uint8 (N, height, width), checked and read."""
+    return np.asarray(_npy_array(Path(path)))
 
 
 def _image_size(path: Path, layout: str) -> tuple[int, int]:
     """(height, width) of an image file's images, from its header alone."""
     if layout == "npy":
-        return _npy_size(path)
+        return _npy_array(path).shape[1:]
     try:
         with open(path, "rb") as f:
             packed = f.read(2) == b"\x1f\x8b"

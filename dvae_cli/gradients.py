@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import Checkpoint
-from .errors import DVAEError, Setting, SettingError
+from .errors import Setting, SettingError
 from .methods import Method, Noise, make_method
 from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter

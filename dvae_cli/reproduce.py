@@ -135,6 +135,44 @@ def ensure_trained_together(configs: list[TrainConfig], runs: list[Path], parall
     return statuses
 
 
+def ensure_runs(configs: list[TrainConfig], runs: list[Path], parallel: int, reporter: Reporter) -> list[str]:
+    """ensure_trained for each (config, run), or `parallel` seeds at a time trained together."""
+    if parallel > 1:
+        return ensure_trained_together(configs, runs, parallel, reporter)
+    return [ensure_trained(config, run, reporter) for config, run in zip(configs, runs)]
+
+
+def evaluated(runs: list[Path], seeds: list[int], statuses: list[str], label: str, evaluate_one,
+              reporter: Reporter) -> list[dict]:
+    """Each run's record for the results files: seed, folder, status, fingerprint, `evaluate_one(run)`'s metrics."""
+    records = []
+    for seed, run, status in zip(seeds, runs, statuses):
+        reporter.log(f"{label} seed {seed}: {status} ({run})")
+        evaluation = evaluate_one(run)
+        records.append({"seed": seed, "run": str(run), "status": status,
+                        "fingerprint": evaluation["key"]["fingerprint"], "metrics": evaluation["metrics"]})
+    return records
+
+
+def cached(cache: Path, key: dict, compute) -> dict:
+    """{"key": key, "metrics": compute()}, kept in `cache` and taken from it while its key is the same."""
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved
+    evaluation = {"key": key, "metrics": compute()}
+    atomic_write_text(cache, json.dumps(evaluation, indent=2) + "\n")
+    return evaluation
+
+
+def mean_std(runs: list[dict]) -> tuple[dict, dict]:
+    """Mean and (sample) std over seeds of every metric all runs have (std None for one seed)."""
+    keys = [k for k in runs[0]["metrics"] if all(k in r["metrics"] for r in runs)]
+    values = {k: [r["metrics"][k] for r in runs] for k in keys}
+    return ({k: statistics.fmean(v) for k, v in values.items()},
+            {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()})
+
+
 def run_status(config: TrainConfig, run: Path) -> str:
     """What bringing `run` to config.epochs complete epochs takes: 'complete' (nothing), 'resumed'
     or 'trained'; an error when the folder holds a run of other settings or more epochs."""
@@ -179,11 +217,10 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
     ckpt = load_checkpoint(run / BEST, splits.device)
     key = {"fingerprint": ckpt.fingerprint, "iw_samples": iw_samples, "train_limit": splits.train_limit,
            "seed": EVAL_SEED}
-    cache = run / EVAL_CACHE
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached
+    return cached(run / EVAL_CACHE, key, lambda: _evaluate(run, ckpt, splits, iw_samples))
+
+
+def _evaluate(run: Path, ckpt, splits: Splits, iw_samples: int) -> dict:
     result = {"epoch": ckpt.epoch,
               "seconds_per_epoch": statistics.fmean(m["seconds"] for m in read_metrics(run))}
     for split in ("train", "valid", "test"):
@@ -198,17 +235,12 @@ def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
         for split in ("train", "valid"):
             generator.manual_seed(EVAL_SEED)
             result[f"{split}_relaxed_log_lik"] = relaxed_log_lik(ckpt.model, splits[split], tau, generator)
-    evaluation = {"key": key, "metrics": result}
-    atomic_write_text(cache, json.dumps(evaluation, indent=2) + "\n")
-    return evaluation
+    return result
 
 
 def summarize(model: Entry, runs: list[dict]) -> dict:
     """Mean and (sample) std over seeds of every metric; the difference to Table 5.1."""
-    keys = [k for k in runs[0]["metrics"] if all(k in r["metrics"] for r in runs)]
-    values = {k: [r["metrics"][k] for r in runs] for k in keys}
-    mean = {k: statistics.fmean(v) for k, v in values.items()}
-    std = {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()}
+    mean, std = mean_std(runs)
     row = {"name": model.name, "label": model.label, "method": model.method, "hparams": model.hparams,
            "train": model.train,
            "seeds": [r["seed"] for r in runs], "mean": mean, "std": std, "runs": runs, "thesis": model.thesis}
@@ -241,16 +273,9 @@ def reproduce(
         folders = [out / f"{model.name}-seed{seed}" for seed in seeds]
         configs = [dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
                                        **model.train) for seed in seeds]
-        if parallel > 1:
-            statuses = ensure_trained_together(configs, folders, parallel, reporter)
-        else:
-            statuses = [ensure_trained(config, run, reporter) for config, run in zip(configs, folders)]
-        runs = []
-        for seed, run, status in zip(seeds, folders, statuses):
-            reporter.log(f"{model.name} seed {seed}: {status} ({run})")
-            evaluation = evaluate_run(run, splits, iw_samples)
-            runs.append({"seed": seed, "run": str(run), "status": status,
-                         "fingerprint": evaluation["key"]["fingerprint"], "metrics": evaluation["metrics"]})
+        statuses = ensure_runs(configs, folders, parallel, reporter)
+        runs = evaluated(folders, seeds, statuses, model.name, lambda run: evaluate_run(run, splits, iw_samples),
+                         reporter)
         rows.append(summarize(model, runs))
     results = {
         "protocol": {"epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,

@@ -29,7 +29,7 @@ from .data import DataConfig, draw_binary, load_split
 from .errors import DVAEError, Setting, SettingError
 from .distributed import resolve_device
 from .interrupts import deferred_interrupt
-from .methods import Method, MethodLoss, Noise, Step, make_method
+from .methods import Method, MethodLoss, Noise, make_method
 from .evaluate import CodeUse, elbo_terms
 from .model import DiscreteVAE, ModelConfig
 from .optim import OPTIMIZERS, make_optimizer

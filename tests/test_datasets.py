@@ -22,7 +22,7 @@ from dvae_cli.checkpoint import load_checkpoint
 from dvae_cli.cli import app
 from dvae_cli.errors import DVAEError
 from dvae_cli.model import DiscreteVAE, ModelConfig
-from dvae_cli.train import TrainConfig, train
+from dvae_cli.train import TrainConfig
 
 HEIGHT, WIDTH = 20, 18  # not square, so that height and width cannot be swapped unnoticed
 runner = CliRunner()

@@ -122,13 +122,18 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70
                                                                                        max_size=3), max_leaves=6)
 
 
-def test_checkpoint_metadata(tmp_path):
-    """Every metadata field replaced by junk or by any JSON value: a clean error or a loaded model."""
+def _good_checkpoint(tmp_path):
+    """A valid checkpoint file, its tensors and its metadata, to make bad ones from."""
     good = tmp_path / "good.safetensors"
     good.write_bytes(_checkpoint(tmp_path))
-    tensors = safetensors.torch.load_file(str(good))
     with safetensors.safe_open(str(good), "pt") as f:
         metadata = f.metadata()
+    return good, safetensors.torch.load_file(str(good)), metadata
+
+
+def test_checkpoint_metadata(tmp_path):
+    """Every metadata field replaced by junk or by any JSON value: a clean error or a loaded model."""
+    good, tensors, metadata = _good_checkpoint(tmp_path)
     path = tmp_path / "bad.safetensors"
 
     @FUZZ
@@ -273,11 +278,7 @@ def test_index_fingerprint_must_be_hex(tmp_path):
 
 def test_checkpoint_size_fields_at_extremes(tmp_path):
     """The model's sizes in the metadata, and the safetensors header's own sizes, at their extremes."""
-    good = tmp_path / "good.safetensors"
-    good.write_bytes(_checkpoint(tmp_path))
-    tensors = safetensors.torch.load_file(str(good))
-    with safetensors.safe_open(str(good), "pt") as f:
-        metadata = f.metadata()
+    good, tensors, metadata = _good_checkpoint(tmp_path)
     path = tmp_path / "bad.safetensors"
     for value in EXTREMES:
         for name in ("latent_vars", "classes", "hidden", "input_size"):

@@ -24,7 +24,6 @@ from dvae_cli.methods import METHODS, make_method
 from dvae_cli.model import ModelConfig
 from dvae_cli.progress import Reporter
 from dvae_cli.runlock import LOCK, run_lock
-from dvae_cli.train import Run
 
 
 class Lines(Reporter):

@@ -18,7 +18,7 @@ from dvae_cli.codes import write_codes
 from dvae_cli.errors import DVAEError
 from dvae_cli.retrieval import Key, evaluate_key, precision
 import dvae_cli.search as search_module
-from dvae_cli.search import (ASYMMETRIC, HAMMING, SearchIndex, asymmetric_scores, brute_force, hamming_scores,
+from dvae_cli.search import (ASYMMETRIC, HAMMING, SearchIndex, asymmetric_scores, hamming_scores,
                              one_hot_pq, pq_codes, search)
 from dvae_cli.search_file import HEADER_SIZE, read_index, write_index
 

@@ -24,7 +24,7 @@ from ..methods import METHODS
 from ..optim import OPTIMIZERS
 from ..presets import PRESETS
 from ..model import ACTIVATIONS
-from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, JSON, QUIET, Binarize, Dataset, data_config, data_dir_arg,
+from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
                      output_option, parse_seeds, stderr, user_errors)
 
 app = typer.Typer()

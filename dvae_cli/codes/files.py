@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
