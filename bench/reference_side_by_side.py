@@ -10,8 +10,8 @@ once, so that the timings are clean), the script runs
     python -m dvae_cli train --preset reinmax --method M --classes C --latent-vars L --epochs N \\
         --seed S --device cpu -o SCRATCH/dvae-seedS -q
 
-with LR, TAU and OPT the preset's tuning for the shape (dvae_cli.presets.REINMAX_TUNED, read from the
-reference's reinmax_C_L.sh), and prints one table: per epoch the training -ELBO (each side's own
+with LR, TAU and OPT the preset's tuning of the estimator for the shape (dvae_cli.presets.TUNED: the
+reference's reinmax_C_L.sh for reinmax, ReinMax_ASC's table 8 for the others), and prints one table: per epoch the training -ELBO (each side's own
 forward sample, the reference's "Average loss", dvae's train_neg_elbo) and the test -ELBO (the
 reference's "Test set loss", dvae's test_neg_elbo), mean +- sd over the seeds, the seconds per epoch
 of each, and whether dvae's mean lies within the reference's seed range (min..max).
@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dvae_cli.methods import make_method  # noqa: E402
-from dvae_cli.presets import REINMAX_TUNED  # noqa: E402
+from dvae_cli.presets import REINMAX  # noqa: E402
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
@@ -368,10 +368,11 @@ def main() -> None:
     if args.data_dir is None:
         parser.error("--data-dir (or $DVAE_DATA_DIR) is required")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    tuned = REINMAX_TUNED.get((args.classes, args.latent_vars))
-    if tuned is None:
+    tuning = REINMAX.tuning(args.method, args.classes, args.latent_vars)
+    if tuning is None:
         sys.exit(f"the reinmax preset has no tuning for {args.classes} classes x {args.latent_vars} variables; "
-                 f"tuned shapes: {', '.join(f'{c}x{l}' for c, l in REINMAX_TUNED)}")
+                 f"tuned shapes: {', '.join(f'{c}x{l}' for c, l in REINMAX.shapes)}")
+    tuned = tuning.tuned
     ref_method = reference_method(args.method)
 
     import torch  # noqa: PLC0415 (for the record and the GEMM probe)

@@ -18,7 +18,7 @@ from dvae_cli.errors import DVAEError
 from dvae_cli.model import ModelConfig
 from dvae_cli.multirun import train_seeds
 from dvae_cli.optim import RAdam
-from dvae_cli.presets import REINMAX_TUNED, apply_preset
+from dvae_cli.presets import REINMAX, TUNED, apply_preset
 from dvae_cli.runfolder import read_metrics
 from dvae_cli.train import TrainConfig, resume, train
 
@@ -37,11 +37,19 @@ def test_the_preset_sets_the_protocol_and_the_shapes_tuning():
     assert (config.lr, config.hparams["reinmax_tau"]) == (5e-4, 1.3)  # reinmax_10_30.sh
     small = apply_preset(TrainConfig(method="gumbel", model=ModelConfig(latent_vars=4, classes=8)), "reinmax")
     assert (small.lr, small.optimizer, small.hparams["tau0"], small.hparams["tau_min"]) == (5e-4, "adam", 1.3, 1.3)
+    assert not REINMAX.tuning("gumbel", 8, 4).own  # relaxed Gumbel: no tuned value, ReinMax's
+    st = apply_preset(TrainConfig(method="st"), "reinmax")  # each estimator at its own settings (table 8)
+    assert (st.lr, st.optimizer, st.hparams["st_tau"]) == (7e-3, "radam", 1.4) and REINMAX.tuning("st", 10, 30).own
+    rao = apply_preset(TrainConfig(method="gumbel-rao", model=ModelConfig(latent_vars=8, classes=64)), "reinmax")
+    assert (rao.lr, rao.optimizer, rao.hparams["rao_tau"]) == (7e-4, "adam", 2.0)
+    wide = apply_preset(TrainConfig(method="st-gumbel", model=ModelConfig(latent_vars=24, classes=4)), "reinmax")
+    assert (wide.lr, wide.hparams["tau0"]) == (5e-4, 0.3)  # table 8's (24, 4) key read as 4 classes x 24
     untuned = apply_preset(TrainConfig(method="st", model=ModelConfig(latent_vars=5, classes=5)), "reinmax")
     assert untuned.lr == TrainConfig().lr and untuned.hparams["st_tau"] == 1.0  # no tuning for 5x5: kept
     mine = apply_preset(TrainConfig(method="st", lr=1e-3, hparams={"st_tau": 2.0}), "reinmax", {"lr", "st_tau"})
     assert (mine.lr, mine.hparams["st_tau"], mine.optimizer) == (1e-3, 2.0, "radam")
-    assert set(REINMAX_TUNED) == {(8, 4), (4, 24), (8, 16), (16, 12), (64, 8), (10, 30)}
+    for method, table in TUNED.items():
+        assert set(table) == set(REINMAX.shapes) and all(t.source for t in table.values()), method
     with pytest.raises(DVAEError, match="unknown preset"):
         apply_preset(TrainConfig(), "gst-paper")
 
@@ -53,7 +61,7 @@ def test_train_with_the_preset_monitors_the_test_split_and_keeps_the_last_epoch(
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())["train"]
     assert (config["preset"], config["lr"], config["hparams"]["st_tau"], config["model"]["hidden"]) == (
-        "reinmax", 1e-3, 1.3, [512, 256])  # --lr given: the user's; the rest the preset's
+        "reinmax", 1e-3, 1.4, [512, 256])  # --lr given: the user's; the rest the preset's (st at 10x30: 1.4)
     metrics = read_metrics(run)
     assert all("test_neg_elbo" in m and not any(k.startswith("valid_") for k in m) for m in metrics)
     assert load_checkpoint(run / "best.safetensors").epoch == 2  # no validation split: best = last
@@ -69,14 +77,14 @@ def test_the_reinmax_suite_trains_evaluates_and_reuses(tmp_path, mnist_dir):
     assert [(r["shape"], r["method"]) for r in results["rows"]] == [
         ("10x30", "st"), ("10x30", "dtp"), ("8x4", "st"), ("8x4", "dtp")]
     row = results["rows"][2]
-    assert (row["lr"], row["optimizer"], row["hparams"]["st_tau"]) == (5e-4, "adam", 1.3)  # reinmax_8_4.sh
+    assert (row["lr"], row["optimizer"], row["hparams"]["st_tau"]) == (1e-3, "adam", 1.3)  # table 8
     metrics = row["runs"][0]["metrics"]
     recorded = read_metrics(tmp_path / "8x4-st-seed0")[-1]
     assert metrics["train_neg_elbo"] == recorded["train_neg_elbo"] and metrics["test_neg_elbo"] == recorded["test_neg_elbo"]
     assert metrics["train_neg_elbo_onehot"] > 0
     for name in ("results.json", "results.md", "results.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| 8x4 | st | 1 | 0.0005 (adam) | 1.3 |" in (tmp_path / "results.md").read_text()
+    assert "| 8x4 | st | 1 | 0.001 (adam) | 1.3 |" in (tmp_path / "results.md").read_text()
     again = cli(*args, "--json")
     assert again.exit_code == 0 and all(r["status"] == "complete" for row in json.loads(again.stdout)["rows"]
                                         for r in row["runs"])
