@@ -33,6 +33,10 @@ LOCK = ".lock"
 GRACE = 2.0  # seconds an empty lock may be one being written; older and held by nobody, it is stale
 
 
+class FolderInUse(SettingError):
+    """The run folder's lock is held by a live process (or one on another host): another writer."""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -148,7 +152,7 @@ def run_lock(folder: str | os.PathLike, on_takeover: Callable[[str], None] = lam
                             f"wait for it, or if no dvae is running on {folder}, delete {path}")
         who = f"process {pid} on {host}"
         hint = "" if here else f"; if that process is gone, delete {path}"
-        raise SettingError(f"{folder} is in use by {who} (since {owner.get('since', '?')}): "
+        raise FolderInUse(f"{folder} is in use by {who} (since {owner.get('since', '?')}): "
                            "wait for it or choose another ", Setting("out"), hint)
     else:
         raise DVAEError(f"{folder}: could not take the run folder's lock ({path}); try again")

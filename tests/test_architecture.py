@@ -27,7 +27,7 @@ from dvae_cli.codes.formats import CodeFormat, Codes, FormatWriter, format_for
 from dvae_cli.commandline import train_command
 from dvae_cli.distributed import resolve_device
 from dvae_cli.figures import GAP, GAP_RGB
-from dvae_cli.reproduce import MODELS, train_flags
+from dvae_cli.experiments.thesis import MODELS, train_flags
 
 PACKAGE = Path(dvae_cli.__file__).parent
 runner = CliRunner()

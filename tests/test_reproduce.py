@@ -117,7 +117,7 @@ def test_every_model_row_names_valid_train_flags():
     from typer.testing import CliRunner
 
     from dvae_cli.cli import app
-    from dvae_cli.reproduce import MODELS, train_flags
+    from dvae_cli.experiments.thesis import MODELS, train_flags
 
     for model in MODELS.values():
         command = train_flags({"method": model.method, "hparams": model.hparams, "train": model.train})

@@ -1,11 +1,14 @@
-"""`dvae reproduce`: the thesis's Table 5.1 (and every other method) trained, evaluated and compared.
+"""`dvae reproduce`: a suite of runs (the thesis's Table 5.1, or the field's benchmark) planned,
+executed by a runner (this process, local workers or a Ray cluster), and read into tables.
 
-Owns: the terminal tables. Must not: train or evaluate (reproduce.py does).
+Owns: the terminal tables and the runner flags. Must not: train or evaluate (dvae_cli.experiments does).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -15,13 +18,13 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
-from ..benchmark import SUITE_METHODS
+from ..errors import DVAEError, Setting, SettingError
+from ..experiments.reinmax import SUITE_METHODS
+from ..experiments.thesis import MODELS, THESIS_MODELS, select_models, thesis_cells
+from ..experiments.plan import fmt
 from ..presets import PRESETS
-from ..errors import DVAEError
-from ..reproduce import MODELS, THESIS_MODELS, fmt, select_models, thesis_cells
 from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
-                     parse_seeds,
-                     output_option, stdout, user_errors)
+                     output_option, parse_seeds, stdout, user_errors)
 
 app = typer.Typer()
 
@@ -33,7 +36,8 @@ Suite = Enum("Suite", {name: name for name in ("thesis", *PRESETS)}, type=str)
 def reproduce(
     suite: Suite = typer.Option("thesis", help="thesis: its Table 5.1 (and more models with --methods/--all); "
                                 "reinmax: the GST/ReinMax MNIST-VAE benchmark (dvae train --preset reinmax) over "
-                                "--shapes x --methods (estimators) x --seeds, read at the last epoch."),
+                                "--shapes x --methods (estimators) x --seeds, read at the last epoch, beside the "
+                                "published per-seed records."),
     shapes: Optional[str] = typer.Option(None, help="--suite reinmax: latent shapes C x L (classes x variables), "
                                          "e.g. 10x30,8x4 (default: the reference's six)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per run (default: the suite's; the thesis: 50, "
@@ -45,12 +49,23 @@ def reproduce(
         None, help=f"Comma-separated models to run (default: the thesis's three): {', '.join(MODELS)}. With "
         f"--suite reinmax, estimators (default: {', '.join(SUITE_METHODS)})."),
     all_models: bool = typer.Option(False, "--all", help="Also every other method and DTP variant."),
-    output: Path = output_option("Folder of the run folders and results files (default runs/reproduce).",
-                                 required=False),
-    parallel: int = typer.Option(1, min=1, help="Train up to this many seeds of a model together, in one "
-                                 "process as one batched computation (dvae train --seeds)."),
+    output: Path = output_option("Folder of the run folders and results files (default runs/reproduce, "
+                                 "runs/reproduce-SUITE).", required=False),
+    workers: Optional[int] = typer.Option(None, min=1, help="Train this many runs at once on this machine, each "
+                                          "in its own process (on CUDA: --runs-per-gpu on each visible GPU)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads per run (default with --workers: cores / "
+                                          "workers; with --ray: 1)."),
+    runs_per_gpu: int = typer.Option(1, min=1, help="With --workers or --ray on CUDA: runs packed onto one GPU."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Send each run to a Ray cluster as "
+                                      "a task: auto, ray://HOST:10001, 'env' for $RAY_ADDRESS, or local (a cluster of "
+                                      "this machine). Run folders must be on a file system every node shares. "
+                                      "Needs pip install 'dvae[ray]'."),
+    parallel: int = typer.Option(1, min=1, help="In this process: train up to this many seeds of a model together "
+                                 "as one batched computation (dvae train --seeds)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile each training step, as dvae train "
                                  "--compile (on a GPU with --parallel: the fast way to train seeds together)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Train nothing: print the plan and each run's time on "
+                                 "this machine, estimated from a short measured probe."),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
     device: str = DEVICE,
     dataset: Dataset = DATASET,
@@ -58,89 +73,161 @@ def reproduce(
     data_dir: Optional[Path] = DATA_DIR,
     train_limit: Optional[int] = typer.Option(
         None, min=1, help="Train (and evaluate train) on the first N training images only: quick runs."),
-    json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout instead of a table."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout instead of a table, and "
+                                  "progress as JSON lines on stderr."),
     quiet: bool = QUIET,
 ) -> None:
-    """Train the thesis's three models over seeds, evaluate them and compare with its Table 5.1.
+    """Train a suite's runs (skipping complete ones, resuming partial ones), evaluate and tabulate them.
 
-    Each run folder <out>/<model>-seed<k> is skipped when complete and resumed when partial.
-    Writes <out>/results.json and <out>/results.md; progress goes to stderr.
+    Each run is a folder in the output folder; a rerun of the same command picks up where it stopped.
+    A failed run is reported with its folder and message and the suite goes on. Writes
+    <out>/results.json and <out>/results.md (and results.png for a benchmark suite); progress on stderr.
     """
-    from ..progress import for_terminal
-    from ..reproduce import reproduce as run_all
-    from ..runfolder import RUNS
+    from ..experiments import run_plan, thesis
+    from ..experiments import reinmax as benchmark
+    from ..experiments.runners import Sequential
     from ..model import ModelConfig
+    from ..methods import get_method
+    from ..presets import get_preset
+    from ..progress import for_terminal
+    from ..runfolder import RUNS
     from ..train import TrainConfig
 
     output = output or RUNS / ("reproduce" if suite.value == "thesis" else f"reproduce-{suite.value}")
-    if suite.value != "thesis":
-        _suite(suite.value, shapes, epochs, seeds, methods, all_models, output, parallel, compile, device, dataset,
-               binarize, data_dir, train_limit, json_out, quiet)
-        return
-    epochs = epochs or 50
     with user_errors():
-        if shapes is not None:
-            raise DVAEError("--shapes is for a benchmark suite (--suite reinmax); the thesis has one shape")
-        names = methods.split(",") if methods is not None else None
-        models = select_models(names, all_models)
-        thesis_seeds = parse_seeds(seeds)
-        other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else thesis_seeds
-        plan = [(m, thesis_seeds if m in THESIS_MODELS else other_seeds) for m in models]
+        if suite.value == "thesis":  # every argument checked before the data set is looked at
+            if shapes is not None:
+                raise DVAEError("--shapes is for a benchmark suite (--suite reinmax); the thesis has one shape")
+            models = select_models(_names(methods, "methods"), all_models)
+            other_seeds = parse_seeds(extra_seeds) if extra_seeds is not None else parse_seeds(seeds)
+            entries = [(m, parse_seeds(seeds) if m in THESIS_MODELS else other_seeds) for m in models]
+            default_epochs = 50
+        else:
+            if all_models:
+                raise DVAEError("--all is for the thesis's suite; give --methods for a benchmark suite")
+            preset = get_preset(suite.value)
+            shape_list = [benchmark.parse_shape(s) for s in _names(shapes, "shapes")] if shapes is not None \
+                else list(preset.shapes)
+            method_list = _names(methods, "methods") or list(SUITE_METHODS)
+            for method in method_list:
+                get_method(method)
+            seed_list = parse_seeds(seeds)
+            default_epochs = preset.settings["epochs"]
+        runner = _runner(workers, threads, runs_per_gpu, ray, parallel, device)
         data = data_config(dataset, binarize, data_dir)
-        base = TrainConfig(epochs=epochs, device=device, train_limit=train_limit, data_dir=data_dir_arg(data_dir),
-                           compile=compile, data=data, model=ModelConfig(input_size=data.pixels))
-        reporter = for_terminal(quiet)
-        try:
-            results = run_all(plan, output, base, iw, reporter, parallel)
-        finally:
-            reporter.close()
-    if json_out:
-        print(json.dumps(results))
-        return
-    stdout.print(tables(results))
-    stdout.print(f"written: {output / 'results.json'}, {output / 'results.md'}", highlight=False)
-
-
-def _suite(name: str, shapes: Optional[str], epochs: Optional[int], seeds: str, methods: Optional[str],
-           all_models: bool, output: Path, parallel: int, compile: bool, device: str, dataset, binarize,
-           data_dir: Optional[Path], train_limit: Optional[int], json_out: bool, quiet: bool) -> None:
-    """dvae reproduce --suite NAME: a benchmark suite (benchmark.py)."""
-    from ..benchmark import parse_shape, reproduce_suite
-    from ..model import ModelConfig
-    from ..presets import get_preset
-    from ..progress import for_terminal
-    from ..train import TrainConfig
-
-    with user_errors():
-        if all_models:
-            raise DVAEError("--all is for the thesis's suite; give --methods for a benchmark suite")
-        preset = get_preset(name)
-        shape_list = [parse_shape(s) for s in shapes.split(",")] if shapes else list(preset.shapes)
-        method_list = methods.split(",") if methods else list(SUITE_METHODS)
-        data = data_config(dataset, binarize, data_dir)
-        base = TrainConfig(epochs=epochs or preset.settings["epochs"], device=device, train_limit=train_limit,
+        base = TrainConfig(epochs=epochs or default_epochs, device=device, train_limit=train_limit,
                            data_dir=data_dir_arg(data_dir), compile=compile, data=data,
                            model=ModelConfig(input_size=data.pixels))
-        reporter = for_terminal(quiet)
+        if suite.value == "thesis":
+            plan = thesis.plan_thesis(entries, output, base)
+        else:
+            plan = benchmark.plan_suite(shape_list, method_list, seed_list, output, base, suite.value)
+        if dry_run:
+            _dry_run(plan, runner, json_out)
+            return
+        view = "quiet" if quiet else "json" if json_out else \
+            "live" if sys.stderr.isatty() and not isinstance(runner, Sequential) else "plain"
+        reporter = for_terminal(quiet or json_out or view == "live")
         try:
-            results = reproduce_suite(shape_list, method_list, parse_seeds(seeds), output, base, name, reporter,
-                                      parallel)
+            outcomes = run_plan(plan, runner, reporter, view)
+            if suite.value == "thesis":
+                results = thesis.read_thesis(entries, plan, outcomes, output, base, iw, reporter)
+            else:
+                results = benchmark.read_suite(plan, outcomes, output, base, suite.value, reporter)
         finally:
             reporter.close()
     if json_out:
         print(json.dumps(results))
+    else:
+        stdout.print(tables(results) if suite.value == "thesis" else suite_table(results))
+        written = ["results.json", "results.md"] + (["results.png"] if suite.value != "thesis" else [])
+        stdout.print("written: " + ", ".join(str(output / name) for name in written), highlight=False)
+    failed = sum(len(row.get("failed", [])) for row in results.get("rows", results.get("models", [])))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _names(text: Optional[str], setting: str) -> list[str] | None:
+    """A comma-separated list, None when not given; an empty one is refused (it would mean 'all')."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise SettingError(Setting(setting), " is empty; name at least one, or leave it out for the default")
+    return names
+
+
+def _runner(workers: Optional[int], threads: Optional[int], runs_per_gpu: int, ray: Optional[str], parallel: int,
+            device: str):
+    """The runner the flags ask for: a Ray cluster, local workers, or this process."""
+    from ..distributed import resolve_device
+    from ..experiments.runners import RayRunner, Sequential, Workers
+
+    if parallel > 1 and (workers or ray):
+        raise SettingError(Setting("parallel"), " trains seeds together in this process; it cannot go with ",
+                           Setting("workers"), " or ", Setting("ray"))
+    if workers and ray:
+        raise SettingError("give ", Setting("workers"), " or ", Setting("ray"), ", not both")
+    cuda = resolve_device(device).type == "cuda"
+    if ray is not None:
+        address = os.environ.get("RAY_ADDRESS") if ray == "env" else ray
+        if ray == "env" and not address:
+            raise DVAEError("--ray env: RAY_ADDRESS is not set")
+        return RayRunner(address, threads or 1, 1 / runs_per_gpu if cuda else 0.0)
+    if workers:
+        import torch
+        return Workers(workers, threads, runs_per_gpu, torch.cuda.device_count() if cuda else 0)
+    return Sequential(parallel, threads)
+
+
+def _dry_run(plan, runner, json_out: bool) -> None:
+    """The plan, each run's estimated time on this machine, and the whole suite's CPU-hours."""
+    import torch
+    from ..experiments.estimate import estimate_plan
+    from ..experiments.runners import Sequential, default_threads
+
+    threads = runner.threads or (default_threads(runner.workers) if hasattr(runner, "workers") else
+                                 torch.get_num_threads() if isinstance(runner, Sequential) else 1)
+    estimates = estimate_plan(plan, threads)
+    total = sum(e.seconds for e in estimates)
+    slots = getattr(runner, "slots", 1) or 1
+    summary = {"runs": len(plan), "runs_left": sum(e.epochs_left > 0 for e in estimates), "threads_per_run": threads,
+               "cpu_hours": total * threads / 3600, "run_hours": total / 3600, "slots": slots,
+               "wall_hours_estimate": total / 3600 / slots,
+               "device": "cpu" if plan[0].config.device in ("cpu", "auto") and not torch.cuda.is_available() else
+               plan[0].config.device, "gpu": "unmeasured"}
+    if json_out:
+        print(json.dumps({"plan": [{"run": e.run.label, "folder": str(e.run.folder), "epochs_left": e.epochs_left,
+                                    "seconds_per_epoch": e.seconds_per_epoch, "seconds": e.seconds}
+                                   for e in estimates], "estimate": summary}))
         return
-    table = Table(title=f"--suite {name}: -ELBO per image after {results['protocol']['epochs']} epochs, "
-                        "mean ± sd over seeds", title_justify="left", **COMPACT)
-    for column in ("shape", "method", "seeds", "train", "test", "train (one-hot)", "classes", "s/epoch"):
-        table.add_column(column, justify="left" if column in ("shape", "method") else "right")
-    for row in results["rows"]:
-        table.add_row(row["shape"], row["method"], str(len(row["seeds"])), fmt(row, "train_neg_elbo"),
-                      fmt(row, "test_neg_elbo"), fmt(row, "train_neg_elbo_onehot"),
-                      fmt(row, "test_classes_used"), fmt(row, "seconds_per_epoch", 1))
+    table = Table(title=f"Plan: {len(plan)} runs, {threads} thread(s) each, times measured on this machine",
+                  title_justify="left", **COMPACT)
+    for column in ("run", "epochs left", "s/epoch", "hours"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for e in estimates:
+        table.add_row(e.run.label, str(e.epochs_left), f"{e.seconds_per_epoch:.1f}", f"{e.seconds / 3600:.2f}")
     stdout.print(table)
-    stdout.print(f"written: {output / 'results.json'}, {output / 'results.md'}, {output / 'results.png'}",
-                 highlight=False)
+    stdout.print(f"estimate: {summary['cpu_hours']:.1f} CPU-hours on this machine ({summary['run_hours']:.1f} "
+                 f"run-hours; about {summary['wall_hours_estimate']:.1f} h wall with {slots} at once). "
+                 "GPU time: unmeasured (only the device at hand is probed).", highlight=False)
+
+
+def suite_table(results: dict) -> Table:
+    """A benchmark suite's rows beside the published records: 80 columns wide."""
+    table = Table(title=f"--suite {results['protocol']['suite']}: -ELBO per image after "
+                        f"{results['protocol']['epochs']} epochs, mean ± sd over seeds", title_justify="left", **COMPACT)
+    for column in ("shape", "method", "seeds", "train", "test", "published train", "vs published"):
+        table.add_column(column, justify="left" if column in ("shape", "method", "vs published") else "right")
+    for row in results["rows"]:
+        record = row.get("record")
+        published = "" if not record else f"{record['train_neg_elbo']:.2f}"
+        own = "" if row.get("own_settings", True) else "*"
+        table.add_row(row["shape"], row["method"] + own, str(len(row["seeds"])), fmt(row, "train_neg_elbo"),
+                      fmt(row, "test_neg_elbo"), published, row.get("agreement", ""))
+        for failure in row.get("failed", []):
+            table.add_row("", f"seed {failure['seed']} FAILED", "", "", "", "", "")
+    return table
 
 
 COMPACT = {"box": box.SIMPLE, "pad_edge": False, "collapse_padding": True}  # fits 80 columns

@@ -1,12 +1,12 @@
-"""`dvae reproduce` as a Python API: train the thesis's models (and, optionally, every other
-method) over several seeds, evaluate them under one protocol, and compare with Table 5.1.
+"""`dvae reproduce` (the thesis's suite): the thesis's models (and, optionally, every other method)
+over several seeds, evaluated under one protocol and compared with its Table 5.1.
 
-Each (model, seed) gets a run folder `<out>/<model>-seed<k>`: skipped when complete, resumed
-when partial, trained otherwise. Evaluation uses the best checkpoint (lowest validation -ELBO)
-with exact one-hot samples, and is cached in the run folder, so re-running is cheap.
+Each (model, seed) is a run folder `<out>/<model>-seed<k>`, executed by a runner (runners.py).
+Evaluation uses the best checkpoint (lowest validation -ELBO) with exact one-hot samples, and is
+cached in the run folder, so re-running is cheap.
 
-Owns: the model catalogue, the reuse rules of runs, results.json and results.md. Must not:
-spell CLI flags (commandline.py) or print (the CLI prints the tables).
+Owns: the model catalogue, the thesis's results.json and results.md. Must not: spell CLI flags
+(commandline.py), train (a runner does) or print (the CLI prints the tables).
 """
 
 from __future__ import annotations
@@ -19,22 +19,19 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .commandline import train_command
-from .data import DEFAULT_DATA, DataConfig, load_split
-from .errors import DVAEError, Setting, SettingError
-from .evaluate import evaluate, relaxed_log_lik
-from .fileio import atomic_write_text
-from .progress import Reporter
-from .distributed import resolve_device
-from .runfolder import BEST, CONFIG, STATE, read_config, read_metrics
-from .multirun import resume_together, train_together
-from .train import TrainConfig, resume, train
+from ..checkpoint import load_checkpoint
+from ..commandline import train_command
+from ..distributed import resolve_device
+from ..errors import DVAEError, Setting, SettingError
+from ..evaluate import evaluate, relaxed_log_lik
+from ..fileio import atomic_write_text
+from ..progress import Reporter
+from ..runfolder import BEST, read_metrics
+from ..train import TrainConfig
+from .plan import (EVAL_SEED, RESULTS_JSON, RESULTS_MD, Outcome, PlannedRun, Splits, cached, evaluated, fmt,
+                   mean_std)
 
-EVAL_CACHE, RESULTS_JSON, RESULTS_MD = "reproduce-eval.json", "results.json", "results.md"
-EVAL_SEED = 0  # the seed of `dvae eval`: `dvae eval RUN --split test --iw K` gives the same numbers
-MATCHED = ("method", "hparams", "model", "data", "optimizer", "batch_size", "lr", "seed",
-           "train_limit")  # must agree to reuse a run
+EVAL_CACHE = "reproduce-eval.json"
 
 
 @dataclass(frozen=True)
@@ -107,110 +104,6 @@ def select_models(names: list[str] | None = None, include_all: bool = False) -> 
     return [m for m in MODELS.values() if m.name in names]
 
 
-def ensure_trained(config: TrainConfig, run: Path, reporter: Reporter) -> str:
-    """Bring `run` to config.epochs complete epochs; returns 'complete', 'resumed' or 'trained'."""
-    status = run_status(config, run)
-    if status == "resumed":
-        resume(run, config.epochs, config.device, reporter)
-    elif status == "trained":
-        train(config, run, reporter)  # a run stopped before its first epoch is started over
-    return status
-
-
-def ensure_trained_together(configs: list[TrainConfig], runs: list[Path], parallel: int,
-                            reporter: Reporter) -> list[str]:
-    """ensure_trained for runs differing in their seeds alone, `parallel` at a time trained together
-    (multirun.py): the new ones together, the partial ones resumed together."""
-    statuses = [run_status(config, run) for config, run in zip(configs, runs)]
-    for kind in ("trained", "resumed"):
-        pending = [i for i, status in enumerate(statuses) if status == kind]
-        for start in range(0, len(pending), parallel):
-            chunk = pending[start : start + parallel]
-            if len(chunk) == 1:
-                ensure_trained(configs[chunk[0]], runs[chunk[0]], reporter)
-            elif kind == "trained":
-                train_together([configs[i] for i in chunk], [runs[i] for i in chunk], reporter)
-            else:
-                resume_together([runs[i] for i in chunk], configs[0].epochs, configs[0].device, reporter)
-    return statuses
-
-
-def ensure_runs(configs: list[TrainConfig], runs: list[Path], parallel: int, reporter: Reporter) -> list[str]:
-    """ensure_trained for each (config, run), or `parallel` seeds at a time trained together."""
-    if parallel > 1:
-        return ensure_trained_together(configs, runs, parallel, reporter)
-    return [ensure_trained(config, run, reporter) for config, run in zip(configs, runs)]
-
-
-def evaluated(runs: list[Path], seeds: list[int], statuses: list[str], label: str, evaluate_one,
-              reporter: Reporter) -> list[dict]:
-    """Each run's record for the results files: seed, folder, status, fingerprint, `evaluate_one(run)`'s metrics."""
-    records = []
-    for seed, run, status in zip(seeds, runs, statuses):
-        reporter.log(f"{label} seed {seed}: {status} ({run})")
-        evaluation = evaluate_one(run)
-        records.append({"seed": seed, "run": str(run), "status": status,
-                        "fingerprint": evaluation["key"]["fingerprint"], "metrics": evaluation["metrics"]})
-    return records
-
-
-def cached(cache: Path, key: dict, compute) -> dict:
-    """{"key": key, "metrics": compute()}, kept in `cache` and taken from it while its key is the same."""
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved
-    evaluation = {"key": key, "metrics": compute()}
-    atomic_write_text(cache, json.dumps(evaluation, indent=2) + "\n")
-    return evaluation
-
-
-def mean_std(runs: list[dict]) -> tuple[dict, dict]:
-    """Mean and (sample) std over seeds of every metric all runs have (std None for one seed)."""
-    keys = [k for k in runs[0]["metrics"] if all(k in r["metrics"] for r in runs)]
-    values = {k: [r["metrics"][k] for r in runs] for k in keys}
-    return ({k: statistics.fmean(v) for k, v in values.items()},
-            {k: statistics.stdev(v) if len(v) > 1 else None for k, v in values.items()})
-
-
-def run_status(config: TrainConfig, run: Path) -> str:
-    """What bringing `run` to config.epochs complete epochs takes: 'complete' (nothing), 'resumed'
-    or 'trained'; an error when the folder holds a run of other settings or more epochs."""
-    if (run / CONFIG).is_file():
-        try:
-            saved = TrainConfig.from_dict(read_config(run)["train"]).to_dict()  # an old record as it reads today
-        except (KeyError, TypeError) as e:
-            raise SettingError(f"{run}: corrupt run config ({e}); choose another ", Setting("out")) from None
-        wanted = config.to_dict()
-        differ = [k for k in MATCHED if saved.get(k) != wanted[k]]
-        if differ:
-            raise SettingError(f"{run} holds a run with other settings ({', '.join(differ)}); choose another ",
-                               Setting("out"))
-    done = max((m["epoch"] for m in read_metrics(run)), default=0)
-    if done > config.epochs:
-        raise SettingError(f"{run} has {done} epochs, more than ", Setting("epochs"), f" {config.epochs}; choose another ",
-                           Setting("out"))
-    if done == config.epochs and (run / BEST).is_file():
-        return "complete"
-    return "resumed" if (run / STATE).is_file() else "trained"
-
-
-class Splits:
-    """The evaluation splits of the data set the runs learned, loaded once and only when an
-    evaluation is needed."""
-
-    def __init__(self, data_dir: str | None, train_limit: int | None, device: torch.device,
-                 data: DataConfig = DEFAULT_DATA):
-        self.data_dir, self.train_limit, self.device, self.data = data_dir, train_limit, device, data
-        self.loaded: dict[str, torch.Tensor] = {}
-
-    def __getitem__(self, split: str) -> torch.Tensor:
-        if split not in self.loaded:
-            limit = self.train_limit if split == "train" else None  # train: the images the runs trained on
-            self.loaded[split] = load_split(split, self.data_dir, limit, self.device, self.data)
-        return self.loaded[split]
-
-
 def evaluate_run(run: Path, splits: Splits, iw_samples: int) -> dict:
     """Metrics of the run's best checkpoint on train, valid and test, under "metrics", with the
     checkpoint's fingerprint under "key"; cached in the run folder."""
@@ -244,39 +137,33 @@ def summarize(model: Entry, runs: list[dict]) -> dict:
     row = {"name": model.name, "label": model.label, "method": model.method, "hparams": model.hparams,
            "train": model.train,
            "seeds": [r["seed"] for r in runs], "mean": mean, "std": std, "runs": runs, "thesis": model.thesis}
-    if model.thesis:
+    if model.thesis and mean:
         row["difference"] = {s: mean[f"{s}_log_lik"] - model.thesis[s] for s in ("train", "valid")}
     return row
 
 
-def reproduce(
-    plan: list[tuple[Entry, list[int]]],
-    out: str | Path,
-    base: TrainConfig,
-    iw_samples: int = 100,
-    reporter: Reporter | None = None,
-    parallel: int = 1,
-) -> dict:
-    """Train (or reuse) and evaluate every (model, seed) of `plan`; write results.json and results.md.
+def plan_thesis(plan: list[tuple[Entry, list[int]]], out: str | Path, base: TrainConfig) -> list[PlannedRun]:
+    """Every (model, seed) of `plan` as a run: `base`'s settings (epochs, batch size, lr, device, data,
+    train_limit) with the model's method, hyper-parameters and changes."""
+    out = Path(out)
+    return [PlannedRun(dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
+                                           **model.train), out / f"{model.name}-seed{seed}", f"{model.name} seed {seed}",
+                       model.name)
+            for model, seeds in plan for seed in seeds]
 
-    `base` gives the settings shared by all runs (epochs, batch size, lr, device, data, train_limit).
-    With `parallel` > 1, up to that many seeds of a model train together as one batched computation.
-    """
+
+def read_thesis(plan: list[tuple[Entry, list[int]]], runs: list[PlannedRun], outcomes: dict[Path, Outcome],
+                out: str | Path, base: TrainConfig, iw_samples: int = 100, reporter: Reporter | None = None) -> dict:
+    """Evaluate the finished runs, one row per model beside Table 5.1; write results.json and results.md."""
     if iw_samples < 1:
         raise DVAEError(f"the importance-weighted bound needs at least 1 sample, got {iw_samples}")
-    if parallel < 1:
-        raise DVAEError(f"parallel must be at least 1, got {parallel}")
     out, reporter = Path(out), reporter or Reporter()
     splits = Splits(base.data_dir, base.train_limit, resolve_device(base.device), base.data)
     rows = []
-    for model, seeds in plan:
-        folders = [out / f"{model.name}-seed{seed}" for seed in seeds]
-        configs = [dataclasses.replace(base, method=model.method, hparams=dict(model.hparams), seed=seed,
-                                       **model.train) for seed in seeds]
-        statuses = ensure_runs(configs, folders, parallel, reporter)
-        runs = evaluated(folders, seeds, statuses, model.name, lambda run: evaluate_run(run, splits, iw_samples),
-                         reporter)
-        rows.append(summarize(model, runs))
+    for model, _ in plan:
+        members = [run for run in runs if run.group == model.name]
+        records, failed = evaluated(members, outcomes, lambda run: evaluate_run(run, splits, iw_samples), reporter)
+        rows.append({**summarize(model, records), "failed": failed})
     results = {
         "protocol": {"epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,
                      "train_limit": base.train_limit, "iw_samples": iw_samples, "eval_seed": EVAL_SEED,
@@ -288,17 +175,9 @@ def reproduce(
     return results
 
 
-def fmt(row: dict, key: str, digits: int = 2, with_std: bool = True) -> str:
-    """'mean ± std' of a metric ('' when the model lacks it; no std for one seed)."""
-    if key not in row["mean"]:
-        return ""
-    mean, std = row["mean"][key], row["std"][key]
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if with_std and std is not None else "")
-
-
 def thesis_cells(row: dict, split: str) -> tuple[str, str]:
     """Table 5.1's number and our difference to it, or blanks for models the thesis lacks."""
-    if not row["thesis"]:
+    if not row["thesis"] or "difference" not in row:
         return "", ""
     return f"{row['thesis'][split]:.3f}", f"{row['difference'][split]:+.2f}"
 
@@ -359,6 +238,8 @@ def markdown(results: dict) -> str:
         "samples from q(y|x). max prob: mean over variables of max_k pi_k on valid (codes are always "
         "one-hot at evaluation). classes used: perplexity of the valid-mean pi per variable, averaged "
         "over variables (10 = every class used evenly, 1 = a constant code). s/epoch: training plus per-epoch validation.",
+        *(f"- FAILED: {row['name']} seed {f['seed']} ({f['run']}): {f['message']}"
+          for row in results["models"] for f in row.get("failed", [])),
         "",
     ]
     return "\n".join(lines)
