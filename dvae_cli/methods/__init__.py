@@ -14,6 +14,7 @@ from .dtp import DTP
 from .gst import GST
 from .gumbel import Gumbel
 from .gumbel_rao import GumbelRao
+from .indecater import IndeCateR
 from .loss import MethodLoss
 from .reinmax import ReinMax
 from .reinmax_cv import ReinMaxCV
@@ -23,7 +24,7 @@ from .st_gumbel import STGumbel
 
 METHODS: dict[str, type[Method]] = {
     m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO, GumbelRao, GST, ReinMaxCV,
-                         DecoupledST)
+                         DecoupledST, IndeCateR)
 }
 
 
