@@ -15,7 +15,7 @@ tau2 to the temperature it is given, so it is compared at tau = tau2 = 1. Its fo
 sample softmax((theta + g) / tau) where its backward (and its comment, "pi_G is softmax_tau(theta+G)")
 reads the Gumbel noise G; here `save_for_backward` is patched to save G itself, the estimator the
 paper describes (unpatched, the control variate's Gumbel-Softmax term is a softmax of log pi_half
-plus probabilities, and the two differ by O(1)).
+plus probabilities, and the gradients differ by up to 0.85 where their largest entry is 2.8, at eta = 1).
 
 Both sides get the same raw logits theta (B, D, K) and the same upstream gradient dL/dy. dvae's
 method runs its own `loss` on a stub model whose encoder returns log_softmax(theta) and whose
