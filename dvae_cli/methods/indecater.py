@@ -52,11 +52,11 @@ def neighbour_log_likelihoods(model: DiscreteVAE, x: Tensor, y: Tensor) -> Tenso
     with torch.no_grad():
         values = []
         rows = max(1, CHUNK_ROWS // per_image)  # images per chunk
-        for start in range(0, b, rows):
+        for start in range(0, max(b, 1), rows):  # one (empty) chunk for an empty batch slice
             chunk = codes[:, start:start + rows]  # (S, b', D*C, D, C)
             logits = model.decode(chunk.flatten(0, 2))
             images = x[start:start + rows].unsqueeze(1).expand(-1, per_image, -1).repeat(s, 1, 1).flatten(0, 1)
-            values.append(log_likelihood(logits, images).view(s, -1, d, c))
+            values.append(log_likelihood(logits, images).view(s, chunk.shape[1], d, c))
         return torch.cat(values, dim=1)
 
 
