@@ -6,7 +6,16 @@ its `mnist_vae/model/categorical.py` (`categorical_repara`) dispatches to the es
 `F.gumbel_softmax(hard=True)` for ST Gumbel-Softmax. It is never part of dvae: fetch a copy and
 point --reference at its root (the folder holding `mnist_vae/`).
 
-    PYTHONPATH=. python bench/estimators_vs_reference.py --reference /path/to/ReinMax
+    PYTHONPATH=. python bench/estimators_vs_reference.py --reference /path/to/ReinMax [--cv-reference PATH]
+
+ReinMax-CV's reference is the code of its paper (Wang and Bui 2026), danielwang0452's
+`reinmax_jacobians.py` (method 'reinmax_cv', with `rao_gumbel_v4` from `reinmax_v2.py` beside it):
+--cv-reference names the folder that holds both. That code fixes ReinMax's temperature at 1 and sets
+tau2 to the temperature it is given, so it is compared at tau = tau2 = 1. Its forward saves the relaxed
+sample softmax((theta + g) / tau) where its backward (and its comment, "pi_G is softmax_tau(theta+G)")
+reads the Gumbel noise G; here `save_for_backward` is patched to save G itself, the estimator the
+paper describes (unpatched, the control variate's Gumbel-Softmax term is a softmax of log pi_half
+plus probabilities, and the gradients differ by up to 0.85 where their largest entry is 2.8, at eta = 1).
 
 Both sides get the same raw logits theta (B, D, K) and the same upstream gradient dL/dy. dvae's
 method runs its own `loss` on a stub model whose encoder returns log_softmax(theta) and whose
@@ -32,6 +41,7 @@ import importlib
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import torch
@@ -102,9 +112,59 @@ CASES = [
 ]
 
 
+# (label, dvae settings): the reference's reinmax_cv at temperature 1 with eta = cv_eta
+CV_CASES = [
+    ("reinmax-cv eta=1 K=100", {"reinmax_tau": 1.0, "cv_tau2": 1.0, "cv_eta": 1.0}),
+    ("reinmax-cv eta=0.5 K=100", {"reinmax_tau": 1.0, "cv_tau2": 1.0, "cv_eta": 0.5}),
+    ("reinmax-cv eta=0 K=100", {"reinmax_tau": 1.0, "cv_tau2": 1.0, "cv_eta": 0.0}),
+]
+
+
+def reinmax_cv_reference(module, eta, theta, upstream, gumbel, exponentials_in_order):
+    """The reference's reinmax_cv with its exponentials answered in order and G saved as the noise."""
+    theta = theta.clone().requires_grad_(True)
+    queue = list(exponentials_in_order)
+
+    def fill_exponential(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.copy_(queue.pop(0).reshape(self.shape))
+
+    original = torch.autograd.function.FunctionCtx.save_for_backward
+
+    def save_noise(ctx, *tensors):  # (D, theta, pi, tau, relaxed sample) -> (..., G)
+        return original(ctx, *tensors[:4], gumbel) if len(tensors) == 5 else original(ctx, *tensors)
+
+    with ExitStack() as patches:
+        patches.enter_context(mock.patch.object(torch.Tensor, "exponential_", fill_exponential))
+        patches.enter_context(mock.patch.object(torch.autograd.function.FunctionCtx, "save_for_backward",
+                                                save_noise))
+        y, _ = module.reinmax_jacobian(theta, SimpleNamespace(eta=eta), 1.0, "reinmax_cv")
+        grad = torch.autograd.grad(y, theta, upstream)[0]
+    return y.detach(), grad
+
+
+def compare_reinmax_cv(folder: Path, theta, upstream, generator) -> None:
+    sys.path.insert(0, str(folder))  # it imports reinmax_v2 as a top-level module
+    module = importlib.import_module("reinmax_jacobians")
+    sys.path.pop(0)
+    for label, hparams in CV_CASES:
+        first = torch.rand(theta.shape, generator=generator)
+        repeats = make_method("reinmax-cv", hparams).config.rao_samples
+        second = torch.rand((theta.shape[0], repeats, *theta.shape[1:]), generator=generator)
+        y, grad = dvae_side("reinmax-cv", hparams, {}, theta, upstream, [first, second])
+        gumbel = -torch.log(exponentials(first))
+        ref_y, ref_grad = reinmax_cv_reference(
+            module, hparams["cv_eta"], theta, upstream, gumbel,
+            [exponentials(first), exponentials(second).permute(0, 2, 3, 1)])  # the reference's (B, D, K, R)
+        print(f"{label:<26}{(y - ref_y).abs().max().item():>12.2e}{(grad - ref_grad).abs().max().item():>14.2e}"
+              f"{grad.abs().max().item():>12.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, required=True, help="root of a copy of LiyuanLucasLiu/ReinMax")
+    parser.add_argument("--cv-reference", type=Path, help="folder with ReinMax-CV's reinmax_jacobians.py and "
+                        "reinmax_v2.py (danielwang0452)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--latent-vars", type=int, default=30)
     parser.add_argument("--classes", type=int, default=10)
@@ -137,6 +197,8 @@ def main() -> None:
         ref_y, ref_grad = reference_side(repara, ref_method, tau, theta, upstream, sample, exponential)
         print(f"{label:<26}{(y - ref_y).abs().max().item():>12.2e}{(grad - ref_grad).abs().max().item():>14.2e}"
               f"{grad.abs().max().item():>12.2e}")
+    if args.cv_reference:
+        compare_reinmax_cv(args.cv_reference, theta, upstream, generator)
 
 
 if __name__ == "__main__":

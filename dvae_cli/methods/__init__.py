@@ -9,18 +9,22 @@ import dataclasses
 
 from ..errors import DVAEError
 from .base import Method, Noise, PresetNoise, Step
+from .decoupled_st import DecoupledST
 from .dtp import DTP
 from .gst import GST
 from .gumbel import Gumbel
 from .gumbel_rao import GumbelRao
+from .indecater import IndeCateR
 from .loss import MethodLoss
 from .reinmax import ReinMax
+from .reinmax_cv import ReinMaxCV
 from .rloo import RLOO
 from .st import StraightThrough
 from .st_gumbel import STGumbel
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO, GumbelRao, GST)
+    m.name: m for m in (DTP, Gumbel, STGumbel, StraightThrough, ReinMax, RLOO, GumbelRao, GST, ReinMaxCV,
+                         DecoupledST, IndeCateR)
 }
 
 

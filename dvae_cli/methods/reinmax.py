@@ -25,6 +25,15 @@ class ReinMaxConfig(CommonConfig):
     )
 
 
+def reinmax_pi2(log_pi: Tensor, sample: Tensor, tau: float) -> Tensor:
+    """pi2 = 2 pi1 - pi0 / 2 with pi1 = (D + softmax(theta / tau)) / 2 entering through the softmax
+    Jacobian at pi1: y = D + pi2 - stopgrad(pi2) is ReinMax's code."""
+    pi0 = log_pi.exp()
+    pi1 = 0.5 * (sample + F.softmax(log_pi / tau, dim=-1))
+    pi1 = F.softmax((pi1.log() - log_pi).detach() + log_pi, dim=-1)  # value pi1, Jacobian at pi1
+    return 2 * pi1 - 0.5 * pi0
+
+
 class ReinMax(Method):
     name = "reinmax"
     summary = "ReinMax, the second-order straight-through estimator (Liu et al. 2023)"
@@ -34,10 +43,7 @@ class ReinMax(Method):
     def loss(self, model: DiscreteVAE, x: Tensor, noise: Noise, schedule: dict[str, float]) -> Step:
         cfg = model.config
         log_pi = model.encode(x)  # theta, normalized: softmax(log pi) = pi
-        pi0 = log_pi.exp()
         sample = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes))
-        pi1 = 0.5 * (sample + F.softmax(log_pi / self.config.reinmax_tau, dim=-1))
-        pi1 = F.softmax((pi1.log() - log_pi).detach() + log_pi, dim=-1)  # value pi1, Jacobian at pi1
-        pi2 = 2 * pi1 - 0.5 * pi0
+        pi2 = reinmax_pi2(log_pi, sample, self.config.reinmax_tau)
         y = sample + pi2 - pi2.detach()
         return neg_elbo_step(model, x, log_pi, y)
