@@ -10,7 +10,8 @@ median of each is printed (wall and this process's CPU seconds) with the ratios 
 (`uptime`) before and after, for readers to judge a shared machine.
 
 `before` is the formulation of commit 9652414, kept here: the K x D x C conditional Gumbels in log
-space from Gumbel noise, and autograd through K softmaxes (`GumbelRaoBefore`).
+space from Gumbel noise, and autograd through K softmaxes (`GumbelRaoBefore`, the same as the
+one tests/test_estimators_extra.py checks the closed form against).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def make_run(method: str, data, data_dir: str) -> Run:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--steps", type=int, default=600, help="updates per timing (600 = one epoch of 60k at batch 100)")
+    parser.add_argument("--steps", type=int, default=600,
+                        help="updates per timing (600 = one epoch of 60k at batch 100)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     config = apply_preset(TrainConfig(method="gumbel-rao", data_dir=args.data_dir, device="cpu"), "reinmax")

@@ -1,7 +1,8 @@
 """gumbel-rao, gst and st's temperature, checked against their papers' definitions: exact one-hot
 samples forward; Gumbel-Rao's expected update equals ST Gumbel-Softmax's, with less variance
-(Paulus et al. 2021, Theorem 1), and its closed form equals the straightforward formula; GST's moved logits are consistent and gapped and its backward is
-the softmax Jacobian at them (Fan et al. 2022); st with tau = 1 is the st of before, bit for bit."""
+(Paulus et al. 2021, Theorem 1), and its closed form equals the straightforward formula; GST's
+moved logits are consistent and gapped and its backward is the softmax Jacobian at them (Fan et
+al. 2022); st with tau = 1 is the st of before, bit for bit."""
 
 import math
 
