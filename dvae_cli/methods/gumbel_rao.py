@@ -82,8 +82,8 @@ class GumbelRao(Method):
         sample = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes))
         uniform = noise.uniform(self.config.rao_samples, cfg.latent_vars, cfg.classes)
         jacobian = mean_softmax_jacobian(conditional_softmaxes(log_pi, sample, uniform, tau), tau)
-        # J is constant in theta and symmetric: J theta has s's gradient J^T g = J g, and its value
-        # cancels in y, as s's does in D + s - stopgrad(s)
+        # J is constant in theta and symmetric: J theta has s's gradient J^T g = J g; its value cancels
+        # before it meets D (exactly, however large theta), so y is the sample, as D + s - stopgrad(s) is
         linear = (jacobian @ log_pi.unsqueeze(-1)).squeeze(-1)
-        y = sample + linear - linear.detach()
+        y = sample + (linear - linear.detach())
         return neg_elbo_step(model, x, log_pi, y)
