@@ -1,19 +1,21 @@
 """gumbel-rao, gst and st's temperature, checked against their papers' definitions: exact one-hot
 samples forward; Gumbel-Rao's expected update equals ST Gumbel-Softmax's, with less variance
-(Paulus et al. 2021, Theorem 1); GST's moved logits are consistent and gapped and its backward is
-the softmax Jacobian at them (Fan et al. 2022); st with tau = 1 is the st of before, bit for bit."""
+(Paulus et al. 2021, Theorem 1), and its closed form equals the straightforward formula; GST's
+moved logits are consistent and gapped and its backward is the softmax Jacobian at them (Fan et
+al. 2022); st with tau = 1 is the st of before, bit for bit."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dvae_cli.errors import DVAEError
 from dvae_cli.methods import Noise, make_method
 from dvae_cli.methods.base import neg_elbo_step
 from dvae_cli.methods.gst import gapped_logits_shift
-from dvae_cli.methods.gumbel_rao import conditional_perturbed_logits
-from dvae_cli.model import DiscreteVAE, ModelConfig, kl_to_uniform, one_hot_sample
+from dvae_cli.methods.gumbel_rao import GumbelRao, conditional_softmaxes
+from dvae_cli.model import DiscreteVAE, ModelConfig, gumbel_noise, kl_to_uniform, one_hot_sample
 
 EULER = 0.5772156649015329  # the mean of a standard Gumbel
 
@@ -139,15 +141,72 @@ def test_gst_is_st_when_the_sample_already_leads_by_the_gap():
 
 def test_conditional_gumbels_lead_with_the_sample_and_have_the_unconditional_law():
     """Given D, the perturbed logits have argmax D; over D ~ pi, each G_j is Gumbel(log pi_j),
-    so its mean is log pi_j + Euler's constant."""
+    so its mean is log pi_j + Euler's constant. G is read back from the closed-form softmaxes
+    (tau = 1): G_j = G_D + log(p_j / p_D), G_D the Gumbel g_D of the draw."""
     log_pi = torch.log_softmax(torch.tensor([[[1.0, 0.0, -1.5, 0.5]]]), -1).expand(4000, 1, 4)
     noise = Noise(torch.Generator().manual_seed(0), 4000)
     sample = one_hot_sample(log_pi, noise.gumbel(1, 4))
-    perturbed = conditional_perturbed_logits(log_pi, sample, noise.gumbel(5, 1, 4))  # (N, 5, 1, 4)
+    uniform = noise.uniform(5, 1, 4)
+    probs = conditional_softmaxes(log_pi, sample, uniform, 1.0).transpose(-3, -2)  # (N, 5, 1, 4)
+    top = (gumbel_noise(uniform) * sample[:, None]).sum(-1, keepdim=True)
+    perturbed = top + (probs / (probs * sample[:, None]).sum(-1, keepdim=True)).log()
     assert torch.equal(perturbed.argmax(-1), sample.argmax(-1)[:, None].expand(4000, 5, 1))
     mean = perturbed.mean(dim=(0, 1))
     # std of a Gumbel is pi / sqrt(6); 20,000 (correlated within a row) draws: 4 standard errors of 5 x 2,000 rows
     torch.testing.assert_close(mean, log_pi[0] + EULER, atol=4 * math.pi / math.sqrt(6 * 4000), rtol=0)
+
+
+class GumbelRaoBefore(GumbelRao):
+    """gumbel-rao as first written (commit 9652414): the conditional Gumbels in log space from the
+    Gumbel noise, and autograd through the K softmaxes. The closed form must equal it."""
+
+    def loss(self, model, x, noise, schedule):
+        cfg = model.config
+        log_pi = model.encode(x)
+        sample = one_hot_sample(log_pi, noise.gumbel(cfg.latent_vars, cfg.classes))
+        gumbel = noise.gumbel(self.config.rao_samples, cfg.latent_vars, cfg.classes)
+        theta, d = log_pi.detach().unsqueeze(1), sample.unsqueeze(1)
+        top = (gumbel * d).sum(dim=-1, keepdim=True)
+        perturbed = d * top + (1 - d) * -torch.logaddexp(-(theta + gumbel), -top)
+        soft = F.softmax((log_pi.unsqueeze(1) + (perturbed - theta)) / self.config.rao_tau, dim=-1).mean(dim=1)
+        return neg_elbo_step(model, x, log_pi, sample + soft - soft.detach())
+
+
+@pytest.mark.parametrize("hparams", [{}, {"rao_samples": 10, "rao_tau": 0.5}, {"rao_samples": 3, "rao_tau": 2.0}])
+def test_gumbel_rao_closed_form_equals_the_straightforward_formula(hparams):
+    """The same draws give the same code and the same gradient, to float32 rounding."""
+    torch.manual_seed(0)
+    logits, weights = torch.randn(64, 30, 10) * 2, torch.randn(1, 30, 10)
+    grads, codes = [], []
+    for method in (make_method("gumbel-rao", hparams), GumbelRaoBefore(make_method("gumbel-rao", hparams).config)):
+        leaf = logits.clone().requires_grad_(True)
+        stub = Stub(leaf, weights)
+        method.loss(stub, torch.zeros(64, 1), Noise(torch.Generator().manual_seed(5), 64), {}).loss.backward()
+        grads.append(leaf.grad)
+        codes.append(stub.y.detach())
+    torch.testing.assert_close(codes[0], codes[1], atol=1e-6, rtol=0)  # the one-hot sample (+ s - stopgrad s)
+    scale = grads[1].abs().max()
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6 * scale, rtol=0)
+
+
+def test_gumbel_rao_training_update_equals_the_straightforward_formulas():
+    """One Adam step of a tiny model from the same weights and noise: the same gradients and weights."""
+    config = ModelConfig(latent_vars=4, classes=5, hidden=16, input_size=12)
+    x = (torch.rand(32, 12, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    results = []
+    for method in (make_method("gumbel-rao", {"rao_samples": 20}), GumbelRaoBefore(make_method("gumbel-rao", {
+            "rao_samples": 20}).config)):
+        torch.manual_seed(0)
+        model = DiscreteVAE(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        method.loss(model, x, Noise(torch.Generator().manual_seed(2), 32), {}).loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        results.append((grads, [p.detach().clone() for p in model.parameters()]))
+    for new, old in zip(*[r[0] for r in results]):
+        torch.testing.assert_close(new, old, atol=1e-6 * old.abs().max(), rtol=0)
+    for new, old in zip(*[r[1] for r in results]):
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=0)
 
 
 def test_gumbel_rao_is_st_gumbel_in_expectation_with_less_variance():

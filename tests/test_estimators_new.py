@@ -8,7 +8,6 @@ import torch
 
 from dvae_cli.errors import DVAEError
 from dvae_cli.methods import Noise, make_method
-from dvae_cli.methods.gumbel_rao import conditional_perturbed_logits
 from dvae_cli.model import one_hot_argmax
 from test_estimators_extra import _jacobian_product, _linear_case, _run
 
@@ -25,6 +24,14 @@ def _reinmax_gradient(logits, sample, g_y, tau):
 def test_forward_is_the_exact_gumbel_max_sample(name, hparams):
     _, _, y, sample, _, _ = _linear_case(name, hparams)
     torch.testing.assert_close(y, sample, atol=1e-6, rtol=0)
+
+
+def conditional_perturbed_logits(log_pi, sample, gumbel):
+    """Gumbel-Rao's conditional perturbed logits as first written (log pi normalized): the top one g_D,
+    the others Gumbel(log pi_j) truncated at it; one set per draw of `gumbel` (B, K, D, C)."""
+    log_pi, sample = log_pi.detach().unsqueeze(1), sample.unsqueeze(1)
+    top = (gumbel * sample).sum(dim=-1, keepdim=True)
+    return sample * top + (1 - sample) * -torch.logaddexp(-(log_pi + gumbel), -top)
 
 
 @pytest.mark.parametrize("eta, tau2, tau", [(1.0, 0.7, 1.3), (0.5, 1.0, 1.0)])

@@ -51,7 +51,7 @@ def _assert_close_runs(a, b, weight_tol: float) -> None:
 
 # Adam turns a rounding-sized difference in a near-zero gradient into an lr-sized step; RLOO's
 # score-function gradients have many of those, the others few (measured: 3e-6 against 6e-4).
-@pytest.mark.parametrize("method,weight_tol", [("dtp", 2e-5), ("rloo", 2e-3)])
+@pytest.mark.parametrize("method,weight_tol", [("dtp", 2e-5), ("rloo", 2e-3), ("gumbel-rao", 2e-5)])
 def test_runs_trained_together_equal_runs_trained_alone(tmp_path, mnist_dir, method, weight_tol):
     config = _config(mnist_dir, method=method)
     together = train_seeds(config, [0, 1], tmp_path / "together")

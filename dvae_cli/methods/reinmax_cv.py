@@ -9,7 +9,7 @@ Gumbel perturbations of log pi_half conditioned on their argmax being D):
     grad = ReinMax - eta * ( J(softmax((log pi_half + g) / tau2)) - E_K[ J(softmax(G_k / tau2)) | D ] ) dL/dD / tau2
 
 with pi_half = (pi0 + D) / 2 (pi0 = softmax(theta), no temperature), G_k the conditional perturbed
-logits of log pi_half (gumbel_rao.conditional_perturbed_logits) and J(p) = diag(p) - p p^T. The
+logits of log pi_half (gumbel_rao.conditional_softmaxes) and J(p) = diag(p) - p p^T. The
 Gumbel-Softmax term follows g, which also moves ReinMax's D, so it cancels part of ReinMax's noise;
 its Rao-Blackwellised mean puts back what it removed on average. Since g perturbs theta, not
 log pi_half, the two terms' means given D agree only approximately: the estimator's expectation is
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..model import DiscreteVAE, one_hot_sample
 from .base import CommonConfig, Method, Noise, Step, neg_elbo_step
-from .gumbel_rao import conditional_perturbed_logits
+from .gumbel_rao import conditional_softmaxes, mean_softmax_jacobian
 from .reinmax import reinmax_pi2
 
 
@@ -72,9 +72,9 @@ class ReinMaxCV(Method):
         sample = one_hot_sample(log_pi, gumbel)
         log_half = torch.logaddexp(log_pi.detach(), sample.log()) - math.log(2)  # log((pi0 + D) / 2)
         relaxed = shifted_softmax(log_pi, log_half + gumbel, c.cv_tau2)  # ST Gumbel-Softmax at pi_half
-        perturbed = conditional_perturbed_logits(
-            log_half, sample, noise.gumbel(c.rao_samples, cfg.latent_vars, cfg.classes))
-        rao = shifted_softmax(log_pi.unsqueeze(1), perturbed, c.cv_tau2).mean(dim=1)  # its mean given D
+        uniform = noise.uniform(c.rao_samples, cfg.latent_vars, cfg.classes)  # the draws noise.gumbel would make
+        jacobian = mean_softmax_jacobian(conditional_softmaxes(log_half, sample, uniform, c.cv_tau2), c.cv_tau2)
+        rao = (jacobian @ log_pi.unsqueeze(-1)).squeeze(-1)  # its mean given D: gradient J g (gumbel_rao.py)
         pi2 = reinmax_pi2(log_pi, sample, c.reinmax_tau)
         control = rao - relaxed
         y = sample + (pi2 - pi2.detach()) + c.cv_eta * (control - control.detach())
