@@ -120,7 +120,7 @@ def test_two_drivers_on_one_folder_train_each_run_once(tmp_path, mnist_dir, sequ
     trained = [e["folder"] for _, err in finished for e in events(err)
                if e["event"] == "done" and e["status"] in ("trained", "resumed")]
     assert sorted(trained) == sorted(str(p) for p in out.glob("8x4-*"))  # each run by exactly one driver
-    for _, stdout in finished:
+    for stdout, _ in finished:
         assert same(numbers(json.loads(stdout)), sequential)
 
 
