@@ -105,6 +105,15 @@ def _age(path: Path) -> float:
         return 0.0
 
 
+def in_use(folder: str | os.PathLike) -> bool:
+    """Whether a live process (of this host, or any of another host) holds the folder's lock now: a
+    cheap look before starting a writer that `run_lock` would refuse."""
+    owner = _owner(Path(folder) / LOCK)
+    if not owner or not isinstance(owner.get("pid"), int):
+        return False
+    return owner.get("host") != socket.gethostname() or _alive(owner["pid"])
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, on_takeover: Callable[[str], None] = lambda message: None) -> Iterator[None]:
     """Hold the run folder's lock for the block (the folder is created if needed).

@@ -43,14 +43,14 @@ from ..errors import DVAEError
 from ..interrupts import Interrupted
 from ..multirun import resume_together, train_together
 from ..progress import Reporter
-from ..runlock import FolderInUse
+from ..runlock import FolderInUse, in_use
 from ..train import TrainConfig, resume, train
 from .plan import Outcome, PlannedRun, run_status
 
 LOGS, TOKEN = ".logs", ".suite-token"  # in the suite's output folder: each run's worker log; the driver's token
 EXIT_FAILED, EXIT_BUSY = 1, 75  # a worker's exit codes (75: EX_TEMPFAIL, the folder is another's just now)
 RETRIES = 3  # dispatches of a run whose worker died, beyond the first
-BUSY_WAIT = 5.0  # seconds before a run held by another driver is looked at again
+BUSY_WAIT = 10.0  # seconds before a run held by another driver is looked at again
 
 
 def ensure_trained(config: TrainConfig, folder: Path, reporter: Reporter) -> str:
@@ -156,6 +156,10 @@ class Dispatcher:
             while self.jobs or running:
                 for slot in range(self.slots):
                     if slot not in running and (job := self._next()):
+                        if in_use(job.run.folder):  # another driver's: no worker started only to be refused
+                            job.not_before = time.monotonic() + BUSY_WAIT
+                            self.jobs.append(job)
+                            continue
                         job.attempt += 1
                         running[slot] = (job, backend.launch(job.run, slot))
                         monitor.started(job.run, job.attempt)
