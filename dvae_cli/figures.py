@@ -272,9 +272,9 @@ def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
 
 
 def suite_figure(results: dict) -> Figure:
-    """One panel per latent shape of a benchmark suite (benchmark.py): each method's training and
-    test -ELBO, mean and sd over seeds."""
-    rows = results["rows"]
+    """One panel per latent shape of a benchmark suite (experiments/reinmax.py): each method's training
+    and test -ELBO, mean and sd over seeds, and a black bar at the published records' mean."""
+    rows = [row for row in results["rows"] if row["mean"]]  # a row with no finished run has nothing to draw
     shapes = list(dict.fromkeys(row["shape"] for row in rows))
     fig = _figure(max(420, 380 * len(shapes)), 420)
     fig.set_layout_engine("constrained")
@@ -286,6 +286,10 @@ def suite_figure(results: dict) -> Figure:
             means = [row["mean"][key] for row in mine]
             errors = [row["std"][key] or 0.0 for row in mine]
             ax.bar(x + offset, means, 0.4, yerr=errors, label=label, capsize=2)
+            published = [(i + offset, row["record"][key]) for i, row in enumerate(mine) if row.get("record")]
+            if published:
+                ax.scatter(*zip(*published), marker="_", s=300, color="black", zorder=3,
+                           label="published" if key == "test_neg_elbo" else None)
         ax.set_xticks(x, [row["method"] for row in mine], rotation=45, ha="right", fontsize=8)
         low = min(row["mean"][k] for row in mine for k in ("train_neg_elbo", "test_neg_elbo"))
         high = max(row["mean"][k] for row in mine for k in ("train_neg_elbo", "test_neg_elbo"))

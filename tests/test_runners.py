@@ -197,3 +197,18 @@ def test_the_published_records_carry_their_source_and_sit_beside_rows():
     assert agreement(row) == "agrees"
     assert agreement({**row, "mean": {"train_neg_elbo": 110.0, "test_neg_elbo": 100.5}}) == "disagrees (train)"
     assert agreement({**row, "epochs": 20}) == "record at 160 epochs"
+
+
+def test_report_reads_partial_runs_at_their_epoch_and_trains_nothing(tmp_path, mnist_dir):
+    from typer.testing import CliRunner
+    from dvae_cli.cli import app
+
+    args = ["reproduce", "--suite", "reinmax", "--shapes", "4x3", "--methods", "st", "--train-limit", "200",
+            "--data-dir", str(mnist_dir), "--device", "cpu", "-o", str(tmp_path), "-q", "--json"]
+    first = CliRunner().invoke(app, [*args, "--seeds", "0", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    report = CliRunner().invoke(app, [*args, "--seeds", "0,1", "--epochs", "3", "--report"])
+    assert report.exit_code == 0, report.output
+    (row,) = json.loads(report.stdout)["rows"]
+    assert row["epochs_run"] == [1] and [r["status"] for r in row["runs"]] == ["partial"]
+    assert not (tmp_path / "4x3-st-seed1").exists() and len(read_metrics(tmp_path / "4x3-st-seed0")) == 1

@@ -64,6 +64,8 @@ def reproduce(
                                  "as one batched computation (dvae train --seeds)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile each training step, as dvae train "
                                  "--compile (on a GPU with --parallel: the fast way to train seeds together)."),
+    report: bool = typer.Option(False, "--report", help="Train nothing: tabulate what the run folders hold now "
+                                "(finished runs, and partial ones at their last complete epoch)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Train nothing: print the plan and each run's time on "
                                  "this machine, estimated from a short measured probe."),
     iw: int = typer.Option(100, "--iw", min=1, help="K: samples of the importance-weighted log p(x) on test."),
@@ -83,7 +85,7 @@ def reproduce(
     A failed run is reported with its folder and message and the suite goes on. Writes
     <out>/results.json and <out>/results.md (and results.png for a benchmark suite); progress on stderr.
     """
-    from ..experiments import run_plan, thesis
+    from ..experiments import report_plan, run_plan, thesis
     from ..experiments import reinmax as benchmark
     from ..experiments.runners import Sequential
     from ..model import ModelConfig
@@ -129,7 +131,7 @@ def reproduce(
             "live" if sys.stderr.isatty() and not isinstance(runner, Sequential) else "plain"
         reporter = for_terminal(quiet or json_out or view == "live")
         try:
-            outcomes = run_plan(plan, runner, reporter, view)
+            outcomes = report_plan(plan) if report else run_plan(plan, runner, reporter, view)
             if suite.value == "thesis":
                 results = thesis.read_thesis(entries, plan, outcomes, output, base, iw, reporter)
             else:
@@ -217,16 +219,17 @@ def suite_table(results: dict) -> Table:
     """A benchmark suite's rows beside the published records: 80 columns wide."""
     table = Table(title=f"--suite {results['protocol']['suite']}: -ELBO per image after "
                         f"{results['protocol']['epochs']} epochs, mean ± sd over seeds", title_justify="left", **COMPACT)
-    for column in ("shape", "method", "seeds", "train", "test", "published train", "vs published"):
+    for column in ("shape", "method", "seeds", "epochs", "train", "test", "published train", "vs published"):
         table.add_column(column, justify="left" if column in ("shape", "method", "vs published") else "right")
     for row in results["rows"]:
         record = row.get("record")
         published = "" if not record else f"{record['train_neg_elbo']:.2f}"
         own = "" if row.get("own_settings", True) else "*"
-        table.add_row(row["shape"], row["method"] + own, str(len(row["seeds"])), fmt(row, "train_neg_elbo"),
+        table.add_row(row["shape"], row["method"] + own, str(len(row["seeds"])),
+                      ",".join(map(str, row.get("epochs_run", []))), fmt(row, "train_neg_elbo"),
                       fmt(row, "test_neg_elbo"), published, row.get("agreement", ""))
         for failure in row.get("failed", []):
-            table.add_row("", f"seed {failure['seed']} FAILED", "", "", "", "", "")
+            table.add_row("", f"seed {failure['seed']} FAILED", "", "", "", "", "", "")
     return table
 
 

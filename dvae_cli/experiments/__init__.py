@@ -14,6 +14,7 @@ Both suites go through `run_plan` and the same runners::
     plan = reinmax.plan_suite([(8, 4)], ["reinmax", "st"], [0, 1], "runs/suite", base)
     outcomes = run_plan(plan, Workers(2))
     results = reinmax.read_suite(plan, outcomes, "runs/suite", base)
+    so_far = reinmax.read_suite(plan, report_plan(plan), "runs/suite", base)  # mid-suite, training nothing
 
 Owns: `run_plan`, the one way a plan is executed. Must not: spell CLI flags or print.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..progress import Reporter
-from .plan import Outcome, PlannedRun, check_plan
+from .plan import Outcome, PlannedRun, check_plan, report_plan
 from .runners import RayRunner, Runner, Sequential, Workers
 from .view import View
 
@@ -43,4 +44,4 @@ def run_plan(plan: list[PlannedRun], runner: Runner | None = None, reporter: Rep
     return {run.folder: outcomes.get(run.folder, Outcome("complete")) for run in plan}
 
 
-__all__ = ["Outcome", "PlannedRun", "RayRunner", "Sequential", "Workers", "run_plan"]
+__all__ = ["Outcome", "PlannedRun", "RayRunner", "Sequential", "Workers", "report_plan", "run_plan"]

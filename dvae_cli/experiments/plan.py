@@ -47,14 +47,16 @@ class PlannedRun:
 @dataclass(frozen=True)
 class Outcome:
     """What executing a planned run gave: 'complete' (it was already), 'resumed', 'trained' or
-    'failed' (with the message that says why)."""
+    'failed' (with the message that says why); reading a plan without training (`report_plan`) also
+    gives 'partial' (some epochs done: read at its last) and 'missing' (none)."""
 
     status: str
     message: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        """Whether the run can be read (partial runs too, at the epoch they reached)."""
+        return self.status not in ("failed", "missing")
 
 
 def run_status(config: TrainConfig, run: Path) -> str:
@@ -93,6 +95,17 @@ def check_plan(plan: list[PlannedRun]) -> dict[Path, str]:
     return {run.folder: run_status(run.config, run.folder) for run in plan}
 
 
+def report_plan(plan: list[PlannedRun]) -> dict[Path, Outcome]:
+    """Each run's Outcome as its folder holds it now, training nothing: what a long suite has so far."""
+    outcomes = {}
+    for run in plan:
+        status, done = run_status(run.config, run.folder), epochs_done(run.folder)
+        outcomes[run.folder] = (Outcome("complete") if status == "complete" else
+                                Outcome("partial", f"{done} of {run.config.epochs} epochs") if done else
+                                Outcome("missing", "not started"))
+    return outcomes
+
+
 def cached(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
     """{"key": key, "metrics": compute()}, kept in `cache` and taken from it while its key is the same."""
     if cache.is_file():
@@ -111,6 +124,8 @@ def evaluated(runs: list[PlannedRun], outcomes: dict[Path, Outcome], evaluate_on
     records, failed = [], []
     for run in runs:
         outcome = outcomes[run.folder]
+        if outcome.status == "missing":
+            continue
         if not outcome.ok:
             failed.append({"seed": run.config.seed, "run": str(run.folder), "message": outcome.message})
             continue

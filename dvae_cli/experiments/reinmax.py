@@ -36,7 +36,8 @@ from ..runfolder import LAST, read_metrics
 from ..train import TrainConfig
 from .plan import EVAL_SEED, RESULTS_JSON, RESULTS_MD, Outcome, PlannedRun, Splits, cached, evaluated, fmt, mean_std
 
-SUITE_METHODS = ("st", "st-gumbel", "gumbel-rao", "gst", "reinmax", "rloo", "dtp")  # dtp: with its diversity term
+SUITE_METHODS = ("st", "st-gumbel", "gumbel-rao", "gst", "reinmax", "reinmax-cv", "decoupled-st", "rloo",
+                 "dtp")  # dtp: with its diversity term; indecater (D x C decoder passes an image) on request
 SUITE_EVAL_CACHE, SUITE_FIGURE = "suite-eval.json", "results.png"
 RECORDS = "records.json"
 SPREAD = 2.0  # dvae's mean further than this many of a record's seed sds from its mean: "disagrees"
@@ -122,7 +123,7 @@ def agreement(row: dict) -> str:
     record = row.get("record")
     if not record or not row["mean"]:
         return ""
-    if record["epochs"] != row["epochs"]:
+    if {record["epochs"]} != set(row.get("epochs_run") or [row["epochs"]]):
         return f"record at {record['epochs']} epochs"
     far = [key.split("_")[0] for key in ("train_neg_elbo", "test_neg_elbo")
            if record[f"{key}_std"] is not None
@@ -146,7 +147,8 @@ def read_suite(plan: list[PlannedRun], outcomes: dict[Path, Outcome], out: str |
         shape = f"{config.model.classes}x{config.model.latent_vars}"
         tuning = protocol.tuning(config.method, config.model.classes, config.model.latent_vars)
         mean, std = mean_std(runs)
-        row = {"shape": shape, "method": config.method, "epochs": config.epochs, "lr": config.lr,
+        row = {"shape": shape, "method": config.method, "epochs": config.epochs,
+               "epochs_run": sorted({r["metrics"]["epoch"] for r in runs}), "lr": config.lr,
                "optimizer": config.optimizer, "hparams": config.hparams,
                "settings_source": None if tuning is None else tuning.tuned.source,
                "own_settings": None if tuning is None else tuning.own,
@@ -167,7 +169,7 @@ def read_suite(plan: list[PlannedRun], outcomes: dict[Path, Outcome], out: str |
     return results
 
 
-SUITE_COLUMNS = ["shape (C x L)", "method", "seeds", "settings", "temperature", "train -ELBO", "test -ELBO",
+SUITE_COLUMNS = ["shape (C x L)", "method", "seeds", "epochs", "settings", "temperature", "train -ELBO", "test -ELBO",
                  "train -ELBO, one-hot eval", "classes used", "max pi", "s/epoch", "published train", "published test",
                  "vs published"]
 
@@ -201,7 +203,8 @@ def suite_markdown(results: dict) -> str:
     for row in results["rows"]:
         temperature = next((row["hparams"][k] for k in get_method(row["method"]).temperature), None)
         lines.append("| " + " | ".join([
-            row["shape"], row["method"], str(len(row["seeds"])), _settings(row),
+            row["shape"], row["method"], str(len(row["seeds"])), ", ".join(map(str, row.get("epochs_run", []))),
+            _settings(row),
             "" if temperature is None else f"{temperature:g}", fmt(row, "train_neg_elbo"),
             fmt(row, "test_neg_elbo"), fmt(row, "train_neg_elbo_onehot"), fmt(row, "test_classes_used"),
             fmt(row, "test_mean_max_prob", 3), fmt(row, "seconds_per_epoch", 1),
@@ -210,6 +213,8 @@ def suite_markdown(results: dict) -> str:
     sources = sorted({s for row in results["rows"] if row.get("record") for s in row["record"]["sources"]})
     lines += [
         "",
+        "- epochs: the epochs the row's runs ran (a suite read before it finished has partial runs, each at "
+        "its last complete epoch).",
         "- settings: lr (optimizer) and temperature, each estimator's own tuned values for the shape "
         "(dvae_cli/presets.py names the source of each); * marks an estimator with no tuned value, run at "
         "ReinMax's.",
