@@ -188,7 +188,7 @@ def _dry_run(plan, runner, json_out: bool) -> None:
     from ..experiments.estimate import estimate_plan
     from ..experiments.runners import Sequential, default_threads
 
-    threads = runner.threads or (default_threads(runner.workers) if hasattr(runner, "workers") else
+    threads = runner.threads or (default_threads(runner.slots) if hasattr(runner, "workers") else
                                  torch.get_num_threads() if isinstance(runner, Sequential) else 1)
     estimates = estimate_plan(plan, threads)
     total = sum(e.seconds for e in estimates)

@@ -225,7 +225,7 @@ def worker_message(log: Path) -> str:
 @dataclass
 class Workers:
     """`workers` runs at once on this machine, each in its own process. On CPU each gets `threads`
-    threads (default: cores / workers). On CUDA, runs are spread over the visible GPUs,
+    threads (default: cores / runs at once). On CUDA, runs are spread over the visible GPUs,
     `runs_per_gpu` on each (each worker sees one GPU: CUDA_VISIBLE_DEVICES)."""
 
     workers: int
@@ -243,7 +243,7 @@ class Workers:
         return Dispatcher(self.slots, self.retries).run(plan, self, monitor)
 
     def launch(self, run: PlannedRun, slot: int) -> tuple[subprocess.Popen, Path]:
-        threads = self.threads or default_threads(self.workers)
+        threads = self.threads or default_threads(self.slots)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
