@@ -84,7 +84,7 @@ def test_the_reinmax_suite_trains_evaluates_and_reuses(tmp_path, mnist_dir):
     assert metrics["train_neg_elbo_onehot"] > 0
     for name in ("results.json", "results.md", "results.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| 8x4 | st | 1 | 0.001 (adam) | 1.3 |" in (tmp_path / "results.md").read_text()
+    assert "| 8x4 | st | 1 | 1 | 0.001 (adam) | 1.3 |" in (tmp_path / "results.md").read_text()
     again = cli(*args, "--json")
     assert again.exit_code == 0 and all(r["status"] == "complete" for row in json.loads(again.stdout)["rows"]
                                         for r in row["runs"])

@@ -212,3 +212,13 @@ def test_report_reads_partial_runs_at_their_epoch_and_trains_nothing(tmp_path, m
     (row,) = json.loads(report.stdout)["rows"]
     assert row["epochs_run"] == [1] and [r["status"] for r in row["runs"]] == ["partial"]
     assert not (tmp_path / "4x3-st-seed1").exists() and len(read_metrics(tmp_path / "4x3-st-seed0")) == 1
+
+
+def test_a_ray_task_refuses_a_folder_the_driver_does_not_share(tmp_path):
+    from dvae_cli.experiments.runners import TOKEN, ray_train
+
+    job = {"config": TrainConfig().to_dict(), "folder": str(tmp_path / "run"), "threads": 1}
+    kind, message = ray_train(job, "the-drivers-token")  # no token in this node's folder: not the driver's
+    assert kind == "failed" and "shares" in message and not (tmp_path / "run").exists()
+    (tmp_path / TOKEN).write_text("another-drivers-token\n")
+    assert ray_train(job, "the-drivers-token")[0] == "failed"

@@ -90,8 +90,15 @@ class Sequential:
     slots: int = 1
 
     def run(self, plan: list[PlannedRun], monitor: Monitor, reporter: Reporter) -> dict[Path, Outcome]:
+        before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
+        try:
+            return self._run(plan, monitor, reporter)
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self, plan: list[PlannedRun], monitor: Monitor, reporter: Reporter) -> dict[Path, Outcome]:
         outcomes: dict[Path, Outcome] = {}
         for chunk in self._chunks(plan):
             for run in chunk:
@@ -366,7 +373,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise DVAEError("--ray needs Ray: pip install 'dvae[ray]' (or pip install ray)") from None
+        raise DVAEError("a Ray cluster needs Ray: pip install 'dvae[ray]' (or pip install ray)") from None
     return ray
 
 
