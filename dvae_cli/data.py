@@ -35,6 +35,8 @@ ENV_DATA_DIR = "DVAE_DATA_DIR"
 IMAGE_FILES = ("train", "test")  # what dvae reads; the label files are optional
 IDX_DTYPES = {0x08: np.uint8}  # MNIST's sets only use unsigned bytes
 IDX_MAGIC = {"images": 2051, "labels": 2049}
+MAX_DATA_BYTES = 1 << 32  # the most an IDX file's data may hold (4 GiB), checked against its header first
+READ_BLOCK = 1 << 20  # bytes read (decompressed) at a time
 MAX_SIDE = 4096  # a sane ceiling on an image's height and width, checked before anything is allocated
 BINARIZATIONS = {
     "threshold": "pixels >= 0.5 after scaling to [0, 1] (the thesis)",
@@ -225,38 +227,62 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Parse an IDX file (gzip or raw) into a uint8 array, checking magic, dimensions and size.
 
     `kind` ("images" or "labels") additionally checks the magic number of MNIST's layout, and for
-    images three dimensions (N, height, width) of at most MAX_SIDE each.
+    images three dimensions (N, height, width) of at most MAX_SIDE each. The data is read (and
+    decompressed) in blocks up to what the header promises (at most MAX_DATA_BYTES) and one block
+    more: memory grows with what is there, and a gzip bomb stops just past its header's size.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as file:
+            packed = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if packed else file
+            head = _read_up_to(stream, 4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DVAEError(f"{path}: not an IDX file (bad magic number)")
+            dtype, ndim = head[2], head[3]
+            if dtype not in IDX_DTYPES:
+                raise DVAEError(f"{path}: IDX data type 0x{dtype:02x} is not supported (only unsigned bytes)")
+            magic = int.from_bytes(head[:4], "big")
+            if kind is not None and magic != IDX_MAGIC[kind]:
+                raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for {kind}")
+            dims = _read_up_to(stream, 4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise DVAEError(f"{path}: truncated IDX header")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+            if kind == "images" and (len(shape) != 3 or not all(1 <= side <= MAX_SIDE for side in shape[1:])):
+                raise DVAEError(f"{path}: images of shape {shape[1:]}; expected (height, width), each 1 to {MAX_SIDE}")
+            header, size = 4 + 4 * ndim, int(np.prod(shape, dtype=object))
+            if size > MAX_DATA_BYTES:
+                raise DVAEError(f"{path}: the IDX header says {shape} = {size:,} bytes, over dvae's ceiling of "
+                                f"{MAX_DATA_BYTES:,}")
+            body = _read_up_to(stream, size + 1)  # one byte more tells trailing bytes
     except FileNotFoundError:
         raise DVAEError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise DVAEError(f"{path}: corrupt gzip data ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DVAEError(f"{path}: not an IDX file (bad magic number)")
-    dtype, ndim = raw[2], raw[3]
-    if dtype not in IDX_DTYPES:
-        raise DVAEError(f"{path}: IDX data type 0x{dtype:02x} is not supported (only unsigned bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if kind is not None and magic != IDX_MAGIC[kind]:
-        raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for {kind}")
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DVAEError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=object))
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DVAEError(
-            f"{path}: IDX file {what}: header says {shape} = {expected} bytes, file has {len(raw)}"
-        )
-    if kind == "images" and (len(shape) != 3 or not all(1 <= side <= MAX_SIDE for side in shape[1:])):
-        raise DVAEError(f"{path}: images of shape {shape[1:]}; expected (height, width), each 1 to {MAX_SIDE}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    except MemoryError:
+        raise DVAEError(f"{path}: out of memory reading its {size:,} bytes of data") from None
+    if len(body) != size:
+        got = f"{header + len(body)}" if len(body) < size else "more"
+        what = "truncated" if len(body) < size else "has trailing bytes"
+        raise DVAEError(f"{path}: IDX file {what}: header says {shape} = {header + size} bytes, "
+                        f"{'decompressed, it has' if packed else 'file has'} {got}")
+    array = np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    array.flags.writeable = False  # as the file's bytes were before: read-only
+    return array
+
+
+def _read_up_to(stream, size: int) -> bytearray:
+    """Up to `size` bytes of `stream`, fewer only at its end, read in blocks of READ_BLOCK: the
+    buffer grows with what is there, never reserved for what a header claims."""
+    data = bytearray()
+    while len(data) < size:
+        block = stream.read(min(READ_BLOCK, size - len(data)))
+        if not block:
+            break
+        data += block
+    return data
 
 
 def _npy_array(path: Path) -> np.ndarray:

@@ -60,6 +60,21 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
                                 f"the input; write elsewhere")
 
 
+def stdin(what: str = "'-'") -> BinaryIO:
+    """The process's standard input as a binary stream, for an argument `what` given as '-': a
+    one-line error when stdin is closed (started with <&-) or a terminal (nothing piped in)."""
+    stream = sys.stdin
+    if stream is None or getattr(stream, "closed", False):
+        raise DVAEError(f"{what} reads stdin, but stdin is closed: pipe data in or give a file")
+    try:
+        terminal = stream.isatty()
+    except (OSError, ValueError):
+        raise DVAEError(f"{what} reads stdin, but stdin is closed: pipe data in or give a file") from None
+    if terminal:
+        raise DVAEError(f"{what} reads stdin, but stdin is a terminal: pipe data in or give a file")
+    return stream.buffer
+
+
 def _check_location(path: Path) -> os.stat_result | None:
     """A folder, or a place where no file can be made, is refused with a clear line; the stat
     of what is there is returned (None when new)."""

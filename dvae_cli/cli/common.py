@@ -91,9 +91,9 @@ def check_output(output: str | Path, *inputs: str | Path | None) -> None:
 
 
 def check_stdin(source: str, flag: str = "input") -> None:
-    """'-' reads stdin, which must not be a terminal."""
-    if source == "-" and sys.stdin.isatty():
-        raise DVAEError(f"{flag} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
+    """'-' reads stdin, which must be open and not a terminal."""
+    if source == "-":
+        fileio.stdin(f"{flag} '-'")
 
 
 def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
