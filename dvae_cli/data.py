@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import DVAEError, Setting, SettingError
+from .seeds import check_seed
 
 if TYPE_CHECKING:
     import torch
@@ -100,8 +101,7 @@ class DataConfig:
             raise SettingError(Setting("binarize"), f" must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
         if type(self.valid_size) is not int or self.valid_size < 0:
             raise SettingError(Setting("valid_size"), f" must be a non-negative integer, got {self.valid_size!r}")
-        if type(self.eval_seed) is not int or not 0 <= self.eval_seed < 2**63:
-            raise SettingError(Setting("eval_seed"), f" must be an integer from 0 to 2^63 - 1, got {self.eval_seed!r}")
+        check_seed(self.eval_seed, "eval_seed")
 
     @property
     def pixels(self) -> int:

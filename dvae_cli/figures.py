@@ -27,6 +27,7 @@ from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .runfolder import monitored
 from .model import DiscreteVAE, one_hot_argmax
+from .seeds import check_seed
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,7 +75,7 @@ def reconstruct(model: DiscreteVAE, x: Tensor) -> np.ndarray:
 def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
     """Bernoulli means (n, pixels) decoded from n one-hot codes drawn uniformly (the prior)."""
     cfg = model.config
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
     codes = torch.nn.functional.one_hot(classes, cfg.classes).float().to(next(model.parameters()).device)
     return torch.sigmoid(model.decode(codes)).cpu().numpy()

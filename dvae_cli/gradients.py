@@ -34,6 +34,7 @@ from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter
 from .methods import MethodLoss
 from .train import LEGACY_HPARAMS
+from .seeds import check_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -247,7 +248,7 @@ def measure(checkpoint: Checkpoint, x: Tensor, methods: list[Estimator], samples
     Every method draws its noise from a generator seeded with `seed` + 1, so that its numbers do
     not depend on which other methods are measured."""
     model = checkpoint.model
-    reference = reference_gradient(model, x, samples, torch.Generator(x.device).manual_seed(seed), reporter=reporter)
+    reference = reference_gradient(model, x, samples, torch.Generator(x.device).manual_seed(check_seed(seed)), reporter=reporter)
     comparisons = [compare(model, x, estimator, reference, repeats, torch.Generator(x.device).manual_seed(seed + 1),
                            reporter) for estimator in methods]
     return Report(label or str(checkpoint.path), str(checkpoint.path), checkpoint.method, checkpoint.epoch, len(x), reference.summary(), comparisons)

@@ -37,9 +37,9 @@ from .progress import Reporter
 from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, monitor_split,
                         read_config, read_metrics, write_config, write_metrics)
 from .runlock import run_lock
+from .seeds import RANGE as SEED_RANGE, is_seed
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
             "batch_size": not _is_int(self.batch_size, 1) and "must be an integer >= 1",
             "lr": not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0)
                   and "must be a finite number > 0",
-            "seed": not (_is_int(self.seed, 0) and self.seed <= MAX_SEED) and "must be an integer from 0 to 2^63 - 1",
+            "seed": not is_seed(self.seed) and f"must be {SEED_RANGE}",
             "train_limit": self.train_limit is not None and not _is_int(self.train_limit, 1)
                            and "must be an integer >= 1 (or none)",
             "save_every": not _is_int(self.save_every, 0) and "must be an integer >= 0",

@@ -24,6 +24,7 @@ from ..errors import DVAEError, SettingError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..runfolder import ENV_CKPT
+from ..seeds import MAX_SEED, RANGE as SEED_RANGE, is_seed
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -100,14 +101,19 @@ def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
     return str(data_dir) if data_dir else None
 
 
+def seed_option(help: str):
+    """A command's --seed: one range for every command (seeds.py), refused as a usage error outside it."""
+    return typer.Option(0, min=0, max=MAX_SEED, help=f"{help} ({SEED_RANGE}).")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """--seeds '0,1,2' -> [0, 1, 2]: distinct integers from 0 to 2^63 - 1."""
+    """--seeds '0,1,2' -> [0, 1, 2]: distinct seeds (seeds.py)."""
     try:
         seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise DVAEError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
-    if any(not 0 <= s < 2**63 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise DVAEError(f"seeds must be distinct integers from 0 to 2^63 - 1, got {text!r}")
+    if not all(map(is_seed, seeds)) or len(set(seeds)) != len(seeds):
+        raise DVAEError(f"seeds must be distinct, each {SEED_RANGE}; got {text!r}")
     return seeds
 
 

@@ -17,7 +17,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ..errors import DVAEError
-from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
+from .common import (seed_option, CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
                      checkpoint_name, data_dir_arg, output_option, stdout, user_errors)
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def samples(
     ckpt: Optional[str] = CKPT,
     output: Path = FIGURE_OPT,
     n: int = typer.Option(64, "-n", min=1, max=1000, help="Number of samples."),
-    seed: int = typer.Option(0, help="Seed for the codes."),
+    seed: int = seed_option("Seed for the codes"),
     columns: int = typer.Option(8, min=1, help="Images per row."),
     scale: int = SCALE_OPT,
     device: str = DEVICE,

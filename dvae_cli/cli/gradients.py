@@ -14,7 +14,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .common import (CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
+from .common import (seed_option, CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
                      user_errors)
 from ..errors import DVAEError
 from ..methods import METHODS
@@ -84,7 +84,7 @@ def gradients(
     repeats: int = typer.Option(20, min=2, help="R: draws of each method's update, each with new noise."),
     tau: Optional[float] = typer.Option(None, min=1e-6, help="Temperature of gumbel and st-gumbel (default: "
                                         "their schedule at the checkpoint's epoch)."),
-    seed: int = typer.Option(0, help="Seed of the reference's samples and of the methods' noise."),
+    seed: int = seed_option("Seed of the reference's samples and of the methods' noise"),
     out: Optional[Path] = output_option("Also write a figure (.png, .svg, .pdf): bias against std for one "
                                         "checkpoint, alignment against epoch for several.", required=False),
     json_out: bool = JSON,

@@ -24,7 +24,7 @@ from ..methods import METHODS
 from ..optim import OPTIMIZERS
 from ..presets import PRESETS
 from ..model import ACTIVATIONS
-from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
+from .common import (seed_option, BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
                      output_option, parse_seeds, stderr, user_errors)
 
 app = typer.Typer()
@@ -128,7 +128,7 @@ def train(
     epochs: int = typer.Option(50, min=1, help="Epochs (the thesis: 50)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size (the thesis: 100)."),
     lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
-    seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
+    seed: int = seed_option("Seed for weights, shuffling and sampling"),
     seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2: one run each, trained together "
                                         "in one process as one batched computation, into OUT/seed-N "
                                         "(on a GPU, add --compile: docs/SPEED.md)."),
