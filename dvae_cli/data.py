@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import DVAEError, Setting, SettingError
 from .seeds import check_seed
+from .terminal import shown
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +75,7 @@ def get_dataset(name: str) -> DataSet:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
+        raise DVAEError(f"unknown data set '{shown(name)}'; choose one of {', '.join(DATASETS)}") from None
 
 
 @dataclass(frozen=True)

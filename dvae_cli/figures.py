@@ -28,6 +28,7 @@ from .fileio import atomic_write_bytes
 from .runfolder import monitored
 from .model import DiscreteVAE, one_hot_argmax
 from .seeds import check_seed
+from .terminal import shown_lines
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -158,7 +159,7 @@ def reconstructions_figure(x: np.ndarray, recon: np.ndarray, title: str, columns
     fig, ax = _picture_figure(picture, RECON_MARGINS)
     ax.set_xticks([])
     ax.set_yticks(tile_centers(2 * blocks, shape[0], scale), ["input", "reconstr."] * blocks)
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(shown_lines(title), fontsize=9, loc="left")
     return fig
 
 
@@ -171,7 +172,7 @@ def samples_figure(images: np.ndarray, title: str, columns: int = 8, scale: int 
     grid[:n] = images
     fig, ax = _picture_figure(tile(grid.reshape(-1, columns, grid.shape[1]), shape, scale), SAMPLES_MARGINS)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(shown_lines(title), fontsize=9, loc="left")
     return fig
 
 
@@ -195,7 +196,7 @@ def traversal_figure(grid: np.ndarray, code: np.ndarray, x: np.ndarray, recon: n
     side_ax = _place(fig, side, left, top)
     side_ax.set_xticks([])
     side_ax.set_yticks(tile_centers(2, shape[0], scale), ["input", "reconstr."])
-    fig.suptitle(title, x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
+    fig.suptitle(shown_lines(title), x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
     return fig
 
 
@@ -230,7 +231,7 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
                             color="white" if pi[d, k] < 0.5 else "black")
     bar = fig.add_axes(((left + w + 12) / width, bottom / height, 12 / width, h / height))
     fig.colorbar(image, cax=bar, label="probability pi_dk")
-    fig.suptitle(title, x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
+    fig.suptitle(shown_lines(title), x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
     return fig
 
 
@@ -252,6 +253,7 @@ def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
     fig.set_layout_engine("constrained")
     axes = fig.subplots(2, 3, sharex=True).ravel()
     for color, (label, metrics) in enumerate(runs):
+        label = shown_lines(label)  # a run folder's name and its config.json's method: from files
         epochs = [m["epoch"] for m in metrics]
         style = {"color": f"C{color}", "marker": "o", "markersize": 2.5, "linewidth": 1.2}
         for ax, (key, _) in zip(axes, CURVES):

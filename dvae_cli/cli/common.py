@@ -133,7 +133,7 @@ def user_errors() -> Iterator[None]:
         yield
     except DVAEError as e:
         message = e.spelled(flag) if isinstance(e, SettingError) else str(e)
-        stderr.print(f"[bold red]error:[/] {escape(terminal.escape(message))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(terminal.shown(message, terminal.MAX_LINE))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)

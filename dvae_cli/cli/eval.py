@@ -67,7 +67,7 @@ def eval_command(
     if json_out:
         print(json.dumps(result))
         return
-    shown = escape(terminal.escape(f"{name} ({loaded.method}, epoch {loaded.epoch})"))  # strings from the file
+    shown = escape(f"{terminal.shown(name)} ({terminal.shown(loaded.method)}, epoch {loaded.epoch})")  # from files
     table = Table(title=f"{shown} on {split.value}, "
                         f"{result['images']} images of {loaded.data.describe()}", title_justify="left")
     table.add_column("metric")

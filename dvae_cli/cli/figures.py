@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ..errors import DVAEError
+from ..terminal import shown
 from .common import (seed_option, CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
                      checkpoint_name, data_dir_arg, output_option, stdout, user_errors)
 
@@ -70,7 +71,7 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
 
 def _label(ckpt: Checkpoint) -> str:
     """'folder/file (method, epoch N)': names a checkpoint in titles."""
-    return f"{ckpt.path.parent.name}/{ckpt.path.name} ({ckpt.method}, epoch {ckpt.epoch})"
+    return f"{shown(ckpt.path.parent.name)}/{shown(ckpt.path.name)} ({shown(ckpt.method)}, epoch {ckpt.epoch})"
 
 
 def _checked(output: Optional[Path], *inputs: Optional[str | Path]) -> None:
@@ -186,7 +187,7 @@ def heatmap(
         if not quiet:
             print(output)
     else:
-        stdout.print(Text(f"pi = q(y|x), {what}\n{_label(loaded)}\n"), soft_wrap=True)
+        stdout.print(Text(f"pi = q(y|x), {shown(what)}\n{_label(loaded)}\n"), soft_wrap=True)
         stdout.print(heatmap_text(pi, values, stdout.color_system is not None), soft_wrap=True)
 
 

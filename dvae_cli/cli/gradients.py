@@ -17,6 +17,7 @@ from rich.table import Table
 from .common import (seed_option, CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
                      user_errors)
 from ..errors import DVAEError
+from ..terminal import shown
 from ..methods import METHODS
 from ..pretrained import NAMES as PRETRAINED_NAMES
 
@@ -44,7 +45,7 @@ def report_table(report) -> Table:
                           for c in report.comparisons if set(c.schedule) - {"lr_scale"})
     schedules = f" ({schedules})" if schedules else ""
     table = Table(
-        title=f"{report.checkpoint} ({report.method}, epoch {report.epoch}): encoder updates on {report.images} "
+        title=f"{shown(report.checkpoint)} ({shown(report.method)}, epoch {report.epoch}): encoder updates on {report.images} "
               f"images vs the -ELBO gradient (reference: {ref['samples']:,} samples/image, relative "
               f"standard error {ref['relative_standard_error']:.3f}, norm {ref['norm']:.3g} of which KL "
               f"{ref['kl_norm']:.3g} and reconstruction {ref['reconstruction_norm']:.3g}; {ref['seconds']:.0f} s)",
