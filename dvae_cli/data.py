@@ -216,6 +216,27 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool =
     return folder
 
 
+def dataset_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every file a data set owns that is there now: the image and label files of each split of every
+    registered data set, in each spelling and place dvae reads them from, in `data_dir`, in
+    $DVAE_DATA_DIR and in each data set's cache folder. No output may be written onto one of them
+    (fileio.check_output's `protected`), whichever data set a command reads. Nothing is downloaded."""
+    folders = [Path(data_dir)] if data_dir is not None else []
+    if os.environ.get(ENV_DATA_DIR):
+        folders.append(Path(os.environ[ENV_DATA_DIR]))
+    folders += [default_cache_dir(dataset) for dataset in DATASETS.values()]
+    found = []
+    for folder in dict.fromkeys(folders):
+        for dataset in DATASETS.values():
+            places = [folder] + ([folder / dataset.torchvision / "raw"] if dataset.torchvision else [])
+            for stem in dataset.files.values():
+                dotted = stem.replace("-idx", ".idx")
+                found += [place / name for place in places for name in dict.fromkeys((stem, stem + ".gz", dotted,
+                                                                                      dotted + ".gz"))
+                          if (place / name).is_file()]
+    return list(dict.fromkeys(found))
+
+
 def split_file(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> Path:
     """The image file a split is read from (train and valid: the training file)."""
     if split not in SPLITS:

@@ -44,13 +44,25 @@ LEFTOVER_AGE = 10  # seconds: a younger temporary file may be one just made, not
 FD_FOLDER = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd")  # /dev/fd and /dev/std* lead here
 
 
-def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                 protected: Iterable[str | os.PathLike] = ()) -> None:
     """Refuse, before any work, an output that cannot be written or that is one of `inputs`
-    (files, folders read whole, "-" for stdin). "-" is stdout."""
+    (files, folders read whole, "-" for stdin) or of the `protected` files (a data set's, whether
+    this command reads them or not). Same file means same device and inode, through symbolic and
+    hard links. "-" is stdout."""
     name = str(target)
     output = _stdio_file(sys.stdout) if name == "-" else _check_location(Path(target))
     if output is None:
         return
+    for file in protected:
+        try:
+            found = os.stat(file)
+        except OSError:  # gone or unreadable: nothing of it to destroy through this name
+            continue
+        if (found.st_dev, found.st_ino) == (output.st_dev, output.st_ino):
+            where = "stdout is" if name == "-" else f"{name} is"
+            raise DVAEError(f"{where} the same file as the data set's {file}: writing it would destroy "
+                            f"the data set; write elsewhere")
     for source in inputs:
         for read, file in _input_files(source):
             if (file.st_dev, file.st_ino) == (output.st_dev, output.st_ino):

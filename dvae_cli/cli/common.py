@@ -86,9 +86,12 @@ def check_binary_stdout(output: str) -> None:
         raise DVAEError("-o - writes binary data to stdout, which is a terminal: redirect or pipe it")
 
 
-def check_output(output: str | Path, *inputs: str | Path | None) -> None:
-    """Before any work: an output that can be written and is none of the inputs (fileio's policy)."""
-    fileio.check_output(output, [source for source in inputs if source is not None])
+def check_output(output: str | Path, *inputs: str | Path | None, data_dir: Optional[str | Path] = None) -> None:
+    """Before any work: an output that can be written and is none of the inputs, nor any file of a
+    data set (in --data-dir, $DVAE_DATA_DIR or the cache), whatever the command reads (fileio's policy)."""
+    from ..data import dataset_files
+
+    fileio.check_output(output, [source for source in inputs if source is not None], dataset_files(data_dir))
 
 
 def check_stdin(source: str, flag: str = "input") -> None:

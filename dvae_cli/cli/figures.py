@@ -54,7 +54,7 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
 
         source = (split or Split.valid).value
         if output is not None:
-            check_output(output, split_file(source, data_dir_arg(data_dir), data))
+            check_output(output, split_file(source, data_dir_arg(data_dir), data), data_dir=data_dir_arg(data_dir))
         images = load_images(source, data_dir_arg(data_dir), data)
     if not len(images):
         raise DVAEError(f"{source} has no images")
@@ -74,14 +74,14 @@ def _label(ckpt: Checkpoint) -> str:
     return f"{shown(ckpt.path.parent.name)}/{shown(ckpt.path.name)} ({shown(ckpt.method)}, epoch {ckpt.epoch})"
 
 
-def _checked(output: Optional[Path], *inputs: Optional[str | Path]) -> None:
+def _checked(output: Optional[Path], *inputs: Optional[str | Path], data_dir: Optional[Path] = None) -> None:
     """Before any work: a figure format dvae writes, and an output that can be written and is
-    none of the inputs."""
+    none of the inputs nor a data set's file."""
     from ..figures import output_format
 
     if output is not None:
         output_format(output)
-        check_output(output, *inputs)
+        check_output(output, *inputs, data_dir=data_dir_arg(data_dir))
 
 
 def _load(path: Path, device: str) -> Checkpoint:
@@ -167,7 +167,7 @@ def heatmap(
         if mean and index is not None:
             raise DVAEError("--mean averages over all images; --index does not apply")
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         index = None if mean else index or 0
         x, source = _images(input, split, data_dir, index or 0, None if mean else 1, loaded.data, output)
@@ -214,7 +214,7 @@ def recon(
 
     with user_errors():
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, n, loaded.data, output)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
@@ -270,7 +270,7 @@ def traverse(
 
     with user_errors():
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, 1, loaded.data, output)
         grid, code = traversal(loaded.model, x[0].to(_device(loaded)))

@@ -118,7 +118,8 @@ def gradients(
             from ..data import split_file
 
             check_output(out, *(c.path for c in checkpoints),
-                         *{split_file(split.value, data_dir_arg(data_dir), c.data) for c in checkpoints})
+                         *{split_file(split.value, data_dir_arg(data_dir), c.data) for c in checkpoints},
+                         data_dir=data_dir_arg(data_dir))
         batches = {c.data: load_split(split.value, data_dir_arg(data_dir), batch, dev, c.data) for c in checkpoints}
         reporter = for_terminal(quiet)
         reports = []
