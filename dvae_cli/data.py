@@ -16,7 +16,9 @@ Owns: finding and reading the data set's files, the binarizations. Must not: imp
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import os
 import zlib
 from dataclasses import asdict, dataclass
@@ -59,15 +61,29 @@ class DataSet:
     torchvision: str | None = None  # the torchvision.datasets class that downloads it (its root holds <class>/raw/)
     side: int = 28  # the images' height and width as published
     layout: str = "idx"  # "idx" or "npy": uint8 arrays (N, height, width), no pickles
+    md5: dict[str, tuple[str, ...]] | None = None  # "train", "test": the md5s its published image files have
+    # (the gzip file's, from torchvision's list, and the decompressed file's where known); None: any files
 
 
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
              "train-labels": "train-labels-idx1-ubyte", "test-labels": "t10k-labels-idx1-ubyte"}
-MNIST = DataSet("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST")
-FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST")
-KMNIST = DataSet("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST")
+MNIST = DataSet("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST",
+                md5={"train": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+                     "test": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea")})
+FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST",
+                        md5={"train": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",), "test": ("bef4ecab320f06d8554ea6380940ec79",)})
+KMNIST = DataSet("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST",
+                 md5={"train": ("bdb82020997e1d708af4cf47b453dcf7",), "test": ("5c965bf0a639b31b8f53240b1b52f4d7",)})
 NPY = DataSet("npy", "the .npy data set", {"train": "train.npy", "test": "test.npy"}, valid_size=0, layout="npy")
 DATASETS: dict[str, DataSet] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST, NPY)}
+
+
+ENV_UNVERIFIED = "DVAE_UNVERIFIED_DATA"  # set (to anything but "" or "0"): accept unverified files by default
+
+
+def unverified_default() -> bool:
+    """Whether files a data set does not know are accepted when nobody says: $DVAE_UNVERIFIED_DATA."""
+    return os.environ.get(ENV_UNVERIFIED, "") not in ("", "0")
 
 
 def get_dataset(name: str) -> DataSet:
@@ -237,6 +253,37 @@ def dataset_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+@functools.lru_cache(maxsize=32)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    """The md5 of a file, once per (path, size, modification time)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(data: DataConfig, data_dir: str | os.PathLike | None = None) -> None:
+    """Check that the image files a named data set is read from are its published ones (their md5,
+    gzip or decompressed), so that MNIST's files are never trained on as Fashion-MNIST's; other
+    files under its name are refused with a line that says how to accept them (TrainConfig's
+    `unverified_data`, which config.json records). A data set without known checksums (npy) passes."""
+    dataset = data.dataset
+    if dataset.md5 is None:
+        return
+    for key in IMAGE_FILES:
+        path = split_file("test" if key == "test" else "train", data_dir, data)
+        try:
+            found = os.stat(path)
+            digest = _md5(os.path.realpath(path), found.st_size, found.st_mtime_ns)
+        except OSError as e:
+            raise DVAEError(f"{path}: cannot read it ({e.strerror or e})") from None
+        if digest not in dataset.md5[key]:
+            raise SettingError(f"{path}: not {dataset.title}'s published {key} images (md5 {digest}); to train on "
+                               "these files as ", Setting("dataset"), f" {dataset.name} anyway, pass ",
+                               Setting("unverified_data"), " (recorded in config.json)")
+
+
 def split_file(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> Path:
     """The image file a split is read from (train and valid: the training file)."""
     if split not in SPLITS:
@@ -344,9 +391,15 @@ def _image_size(path: Path, layout: str) -> tuple[int, int]:
 
 def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, binarize: str = "threshold",
              valid_size: int | None = None) -> DataConfig:
-    """The DataConfig of data set `name` as found on disk: its image size read from the training file."""
+    """The DataConfig of data set `name` as found on disk: its image size read from the training file,
+    the test file checked to hold images of that size too."""
     dataset = get_dataset(name)
-    height, width = _image_size(split_file("train", data_dir, DataConfig(name)), dataset.layout)
+    train, test = (split_file(split, data_dir, DataConfig(name)) for split in ("train", "test"))
+    height, width = _image_size(train, dataset.layout)
+    if _image_size(test, dataset.layout) != (height, width):  # before training, not at the first test
+        other = _image_size(test, dataset.layout)
+        raise DVAEError(f"{test}: its images are {other[0]}x{other[1]}, those of {train} are {height}x{width}; "
+                        f"a data set's training and test images must have one size")
     return DataConfig(name, height, width, binarize, dataset.valid_size if valid_size is None else valid_size)
 
 

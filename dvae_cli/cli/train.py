@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 
 from ..commandline import flag, negative_flag
+from ..data import ENV_UNVERIFIED
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..methods import METHODS
@@ -148,6 +149,9 @@ def train(
                                             "the flags not given: " + "; ".join(
                                                 f"{name} = {p.summary}" for name, p in PRESETS.items()) + "."),
     data_dir: Optional[Path] = DATA_DIR,
+    unverified_data: bool = typer.Option(False, "--unverified-data", envvar=ENV_UNVERIFIED, show_envvar=True,
+                                         help="Train on image files that are not the named data set's published "
+                                              "ones (checked by their md5); config.json records it."),
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
                                  "CUDA graphs); the first epoch waits for the compiler."),
@@ -196,7 +200,7 @@ def train(
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,
-                    compile=compile, optimizer=optimizer.value, data=data,
+                    compile=compile, optimizer=optimizer.value, data=data, unverified_data=unverified_data,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=widths,
                                       input_size=data.pixels, activation=activation.value),
                 )
