@@ -54,6 +54,13 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
     output = _stdio_file(sys.stdout) if name == "-" else _check_location(Path(target))
     if output is None:
         return
+    for source in inputs:
+        for read, file in _input_files(source):
+            if (file.st_dev, file.st_ino) == (output.st_dev, output.st_ino):
+                where = "stdout is" if name == "-" else f"{name} is"
+                also = "stdin" if str(source) == "-" else read
+                raise DVAEError(f"{where} the same file as the input {also}: writing it would destroy "
+                                f"the input; write elsewhere")
     for file in protected:
         try:
             found = os.stat(file)
@@ -63,13 +70,6 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
             where = "stdout is" if name == "-" else f"{name} is"
             raise DVAEError(f"{where} the same file as the data set's {file}: writing it would destroy "
                             f"the data set; write elsewhere")
-    for source in inputs:
-        for read, file in _input_files(source):
-            if (file.st_dev, file.st_ino) == (output.st_dev, output.st_ino):
-                where = "stdout is" if name == "-" else f"{name} is"
-                also = "stdin" if str(source) == "-" else read
-                raise DVAEError(f"{where} the same file as the input {also}: writing it would destroy "
-                                f"the input; write elsewhere")
 
 
 def stdin(what: str = "'-'") -> BinaryIO:
