@@ -23,9 +23,11 @@ from ._version import __version__
 from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .data import DEFAULT_DATA, DataConfig
+from .methods import make_method
 from .model import DiscreteVAE, ModelConfig
 from .pretrained import PREFIX as PRETRAINED_PREFIX, PRETRAINED
 from .runfolder import resolve_checkpoint
+from .terminal import MAX_LINE, shown
 
 CHECKPOINT_FORMAT = "dvae-checkpoint"
 STATE_FORMAT = "dvae-train-state"
@@ -158,6 +160,20 @@ def _data_config(metadata: dict[str, str], path: Path) -> DataConfig:
         raise DVAEError(f"{path}: corrupt data description in metadata ({e})") from None
 
 
+def _method(metadata: dict[str, str], path: Path) -> tuple[str, dict]:
+    """The method and hyper-parameters a checkpoint records, checked against this dvae's methods: an
+    unknown method, an unknown setting or a value out of range is refused here, once, so that no
+    command echoes or acts on a name it does not know."""
+    method, hparams = metadata.get("method"), _json(metadata, "hparams", path)
+    if method is None:
+        raise DVAEError(f"{path}: metadata field 'method' is missing")
+    try:
+        make_method(method, hparams)
+    except (DVAEError, TypeError, ValueError) as e:
+        raise DVAEError(f"{path}: metadata records a method this dvae cannot build ({shown(e, MAX_LINE)})") from None
+    return method, hparams
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint file or run folder into a ready model (eval mode, on `device`)."""
     path = resolve_checkpoint(path)
@@ -167,14 +183,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if data.pixels != model.config.input_size:
         raise DVAEError(f"{path}: the model takes {model.config.input_size} pixels, its data set "
                         f"({data.describe()}) has {data.pixels}")
+    method, hparams = _method(metadata, path)
     try:
         epoch = int(metadata["epoch"])
     except (KeyError, ValueError):
         raise DVAEError(f"{path}: metadata field 'epoch' is missing or corrupt") from None
     return Checkpoint(
         model=model.to(device).eval(),
-        method=metadata.get("method", "?"),
-        hparams=_json(metadata, "hparams", path),
+        method=method,
+        hparams=hparams,
         epoch=epoch,
         metrics=_json(metadata, "metrics", path),
         path=path,

@@ -16,7 +16,9 @@ Owns: finding and reading the data set's files, the binarizations. Must not: imp
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import os
 import zlib
 from dataclasses import asdict, dataclass
@@ -26,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import DVAEError, Setting, SettingError
+from .seeds import check_seed
+from .terminal import shown
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +39,8 @@ ENV_DATA_DIR = "DVAE_DATA_DIR"
 IMAGE_FILES = ("train", "test")  # what dvae reads; the label files are optional
 IDX_DTYPES = {0x08: np.uint8}  # MNIST's sets only use unsigned bytes
 IDX_MAGIC = {"images": 2051, "labels": 2049}
+MAX_DATA_BYTES = 1 << 32  # the most an IDX file's data may hold (4 GiB), checked against its header first
+READ_BLOCK = 1 << 20  # bytes read (decompressed) at a time
 MAX_SIDE = 4096  # a sane ceiling on an image's height and width, checked before anything is allocated
 BINARIZATIONS = {
     "threshold": "pixels >= 0.5 after scaling to [0, 1] (the thesis)",
@@ -55,15 +61,29 @@ class DataSet:
     torchvision: str | None = None  # the torchvision.datasets class that downloads it (its root holds <class>/raw/)
     side: int = 28  # the images' height and width as published
     layout: str = "idx"  # "idx" or "npy": uint8 arrays (N, height, width), no pickles
+    md5: dict[str, tuple[str, ...]] | None = None  # "train", "test": the md5s its published image files have
+    # (the gzip file's, from torchvision's list, and the decompressed file's where known); None: any files
 
 
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte",
              "train-labels": "train-labels-idx1-ubyte", "test-labels": "t10k-labels-idx1-ubyte"}
-MNIST = DataSet("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST")
-FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST")
-KMNIST = DataSet("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST")
+MNIST = DataSet("mnist", "MNIST", IDX_FILES, valid_size=10_000, torchvision="MNIST",
+                md5={"train": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+                     "test": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea")})
+FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", IDX_FILES, valid_size=10_000, torchvision="FashionMNIST",
+                        md5={"train": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",), "test": ("bef4ecab320f06d8554ea6380940ec79",)})
+KMNIST = DataSet("kmnist", "KMNIST", IDX_FILES, valid_size=10_000, torchvision="KMNIST",
+                 md5={"train": ("bdb82020997e1d708af4cf47b453dcf7",), "test": ("5c965bf0a639b31b8f53240b1b52f4d7",)})
 NPY = DataSet("npy", "the .npy data set", {"train": "train.npy", "test": "test.npy"}, valid_size=0, layout="npy")
 DATASETS: dict[str, DataSet] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST, NPY)}
+
+
+ENV_UNVERIFIED = "DVAE_UNVERIFIED_DATA"  # set (to anything but "" or "0"): accept unverified files by default
+
+
+def unverified_default() -> bool:
+    """Whether files a data set does not know are accepted when nobody says: $DVAE_UNVERIFIED_DATA."""
+    return os.environ.get(ENV_UNVERIFIED, "") not in ("", "0")
 
 
 def get_dataset(name: str) -> DataSet:
@@ -71,7 +91,7 @@ def get_dataset(name: str) -> DataSet:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
+        raise DVAEError(f"unknown data set '{shown(name)}'; choose one of {', '.join(DATASETS)}") from None
 
 
 @dataclass(frozen=True)
@@ -98,8 +118,7 @@ class DataConfig:
             raise SettingError(Setting("binarize"), f" must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
         if type(self.valid_size) is not int or self.valid_size < 0:
             raise SettingError(Setting("valid_size"), f" must be a non-negative integer, got {self.valid_size!r}")
-        if type(self.eval_seed) is not int or not 0 <= self.eval_seed < 2**63:
-            raise SettingError(Setting("eval_seed"), f" must be an integer from 0 to 2^63 - 1, got {self.eval_seed!r}")
+        check_seed(self.eval_seed, "eval_seed")
 
     @property
     def pixels(self) -> int:
@@ -213,6 +232,58 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, download: bool =
     return folder
 
 
+def dataset_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every file a data set owns that is there now: the image and label files of each split of every
+    registered data set, in each spelling and place dvae reads them from, in `data_dir`, in
+    $DVAE_DATA_DIR and in each data set's cache folder. No output may be written onto one of them
+    (fileio.check_output's `protected`), whichever data set a command reads. Nothing is downloaded."""
+    folders = [Path(data_dir)] if data_dir is not None else []
+    if os.environ.get(ENV_DATA_DIR):
+        folders.append(Path(os.environ[ENV_DATA_DIR]))
+    folders += [default_cache_dir(dataset) for dataset in DATASETS.values()]
+    found = []
+    for folder in dict.fromkeys(folders):
+        for dataset in DATASETS.values():
+            places = [folder] + ([folder / dataset.torchvision / "raw"] if dataset.torchvision else [])
+            for stem in dataset.files.values():
+                dotted = stem.replace("-idx", ".idx")
+                found += [place / name for place in places for name in dict.fromkeys((stem, stem + ".gz", dotted,
+                                                                                      dotted + ".gz"))
+                          if (place / name).is_file()]
+    return list(dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=32)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    """The md5 of a file, once per (path, size, modification time)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(data: DataConfig, data_dir: str | os.PathLike | None = None) -> None:
+    """Check that the image files a named data set is read from are its published ones (their md5,
+    gzip or decompressed), so that MNIST's files are never trained on as Fashion-MNIST's; other
+    files under its name are refused with a line that says how to accept them (TrainConfig's
+    `unverified_data`, which config.json records). A data set without known checksums (npy) passes."""
+    dataset = data.dataset
+    if dataset.md5 is None:
+        return
+    for key in IMAGE_FILES:
+        path = split_file("test" if key == "test" else "train", data_dir, data)
+        try:
+            found = os.stat(path)
+            digest = _md5(os.path.realpath(path), found.st_size, found.st_mtime_ns)
+        except OSError as e:
+            raise DVAEError(f"{path}: cannot read it ({e.strerror or e})") from None
+        if digest not in dataset.md5[key]:
+            raise SettingError(f"{path}: not {dataset.title}'s published {key} images (md5 {digest}); to train on "
+                               "these files as ", Setting("dataset"), f" {dataset.name} anyway, pass ",
+                               Setting("unverified_data"), " (recorded in config.json)")
+
+
 def split_file(split: str, data_dir: str | os.PathLike | None = None, data: DataConfig = DEFAULT_DATA) -> Path:
     """The image file a split is read from (train and valid: the training file)."""
     if split not in SPLITS:
@@ -225,38 +296,62 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """Parse an IDX file (gzip or raw) into a uint8 array, checking magic, dimensions and size.
 
     `kind` ("images" or "labels") additionally checks the magic number of MNIST's layout, and for
-    images three dimensions (N, height, width) of at most MAX_SIDE each.
+    images three dimensions (N, height, width) of at most MAX_SIDE each. The data is read (and
+    decompressed) in blocks up to what the header promises (at most MAX_DATA_BYTES) and one block
+    more: memory grows with what is there, and a gzip bomb stops just past its header's size.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as file:
+            packed = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if packed else file
+            head = _read_up_to(stream, 4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DVAEError(f"{path}: not an IDX file (bad magic number)")
+            dtype, ndim = head[2], head[3]
+            if dtype not in IDX_DTYPES:
+                raise DVAEError(f"{path}: IDX data type 0x{dtype:02x} is not supported (only unsigned bytes)")
+            magic = int.from_bytes(head[:4], "big")
+            if kind is not None and magic != IDX_MAGIC[kind]:
+                raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for {kind}")
+            dims = _read_up_to(stream, 4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise DVAEError(f"{path}: truncated IDX header")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+            if kind == "images" and (len(shape) != 3 or not all(1 <= side <= MAX_SIDE for side in shape[1:])):
+                raise DVAEError(f"{path}: images of shape {shape[1:]}; expected (height, width), each 1 to {MAX_SIDE}")
+            header, size = 4 + 4 * ndim, int(np.prod(shape, dtype=object))
+            if size > MAX_DATA_BYTES:
+                raise DVAEError(f"{path}: the IDX header says {shape} = {size:,} bytes, over dvae's ceiling of "
+                                f"{MAX_DATA_BYTES:,}")
+            body = _read_up_to(stream, size + 1)  # one byte more tells trailing bytes
     except FileNotFoundError:
         raise DVAEError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise DVAEError(f"{path}: corrupt gzip data ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DVAEError(f"{path}: not an IDX file (bad magic number)")
-    dtype, ndim = raw[2], raw[3]
-    if dtype not in IDX_DTYPES:
-        raise DVAEError(f"{path}: IDX data type 0x{dtype:02x} is not supported (only unsigned bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if kind is not None and magic != IDX_MAGIC[kind]:
-        raise DVAEError(f"{path}: IDX magic {magic}, expected {IDX_MAGIC[kind]} for {kind}")
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DVAEError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=object))
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DVAEError(
-            f"{path}: IDX file {what}: header says {shape} = {expected} bytes, file has {len(raw)}"
-        )
-    if kind == "images" and (len(shape) != 3 or not all(1 <= side <= MAX_SIDE for side in shape[1:])):
-        raise DVAEError(f"{path}: images of shape {shape[1:]}; expected (height, width), each 1 to {MAX_SIDE}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    except MemoryError:
+        raise DVAEError(f"{path}: out of memory reading its {size:,} bytes of data") from None
+    if len(body) != size:
+        got = f"{header + len(body)}" if len(body) < size else "more"
+        what = "truncated" if len(body) < size else "has trailing bytes"
+        raise DVAEError(f"{path}: IDX file {what}: header says {shape} = {header + size} bytes, "
+                        f"{'decompressed, it has' if packed else 'file has'} {got}")
+    array = np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    array.flags.writeable = False  # as the file's bytes were before: read-only
+    return array
+
+
+def _read_up_to(stream, size: int) -> bytearray:
+    """Up to `size` bytes of `stream`, fewer only at its end, read in blocks of READ_BLOCK: the
+    buffer grows with what is there, never reserved for what a header claims."""
+    data = bytearray()
+    while len(data) < size:
+        block = stream.read(min(READ_BLOCK, size - len(data)))
+        if not block:
+            break
+        data += block
+    return data
 
 
 def _npy_array(path: Path) -> np.ndarray:
@@ -296,9 +391,15 @@ def _image_size(path: Path, layout: str) -> tuple[int, int]:
 
 def describe(name: str = MNIST.name, data_dir: str | os.PathLike | None = None, binarize: str = "threshold",
              valid_size: int | None = None) -> DataConfig:
-    """The DataConfig of data set `name` as found on disk: its image size read from the training file."""
+    """The DataConfig of data set `name` as found on disk: its image size read from the training file,
+    the test file checked to hold images of that size too."""
     dataset = get_dataset(name)
-    height, width = _image_size(split_file("train", data_dir, DataConfig(name)), dataset.layout)
+    train, test = (split_file(split, data_dir, DataConfig(name)) for split in ("train", "test"))
+    height, width = _image_size(train, dataset.layout)
+    if _image_size(test, dataset.layout) != (height, width):  # before training, not at the first test
+        other = _image_size(test, dataset.layout)
+        raise DVAEError(f"{test}: its images are {other[0]}x{other[1]}, those of {train} are {height}x{width}; "
+                        f"a data set's training and test images must have one size")
     return DataConfig(name, height, width, binarize, dataset.valid_size if valid_size is None else valid_size)
 
 

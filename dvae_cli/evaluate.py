@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .model import DiscreteVAE, draw_gumbel, kl_to_uniform, log_likelihood, relaxed_sample, sample_indices
+from .seeds import check_seed
 
 DEFAULT_IW_SAMPLES = 100
 
@@ -119,7 +120,7 @@ def evaluate(
     importance-weighted bound. `on_batch(n)` is called after each batch of n images.
     """
     model.eval()
-    generator = torch.Generator(device=data.device).manual_seed(seed)
+    generator = torch.Generator(device=data.device).manual_seed(check_seed(seed))
     result = {"images": len(data), **elbo_terms(model, data, generator)}
     if iw_samples > 0:
         total = torch.zeros((), device=data.device, dtype=torch.float64)

@@ -27,6 +27,8 @@ from .errors import DVAEError
 from .fileio import atomic_write_bytes
 from .runfolder import monitored
 from .model import DiscreteVAE, one_hot_argmax
+from .seeds import check_seed
+from .terminal import shown_lines
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,7 +76,7 @@ def reconstruct(model: DiscreteVAE, x: Tensor) -> np.ndarray:
 def prior_samples(model: DiscreteVAE, n: int, seed: int = 0) -> np.ndarray:
     """Bernoulli means (n, pixels) decoded from n one-hot codes drawn uniformly (the prior)."""
     cfg = model.config
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     classes = torch.randint(cfg.classes, (n, cfg.latent_vars), generator=generator)
     codes = torch.nn.functional.one_hot(classes, cfg.classes).float().to(next(model.parameters()).device)
     return torch.sigmoid(model.decode(codes)).cpu().numpy()
@@ -157,7 +159,7 @@ def reconstructions_figure(x: np.ndarray, recon: np.ndarray, title: str, columns
     fig, ax = _picture_figure(picture, RECON_MARGINS)
     ax.set_xticks([])
     ax.set_yticks(tile_centers(2 * blocks, shape[0], scale), ["input", "reconstr."] * blocks)
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(shown_lines(title), fontsize=9, loc="left")
     return fig
 
 
@@ -170,7 +172,7 @@ def samples_figure(images: np.ndarray, title: str, columns: int = 8, scale: int 
     grid[:n] = images
     fig, ax = _picture_figure(tile(grid.reshape(-1, columns, grid.shape[1]), shape, scale), SAMPLES_MARGINS)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(shown_lines(title), fontsize=9, loc="left")
     return fig
 
 
@@ -194,7 +196,7 @@ def traversal_figure(grid: np.ndarray, code: np.ndarray, x: np.ndarray, recon: n
     side_ax = _place(fig, side, left, top)
     side_ax.set_xticks([])
     side_ax.set_yticks(tile_centers(2, shape[0], scale), ["input", "reconstr."])
-    fig.suptitle(title, x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
+    fig.suptitle(shown_lines(title), x=10 / fig.bbox.width, y=1 - 8 / fig.bbox.height, ha="left", va="top", fontsize=9)
     return fig
 
 
@@ -229,7 +231,7 @@ def heatmap_figure(pi: np.ndarray, title: str, values: bool = False) -> Figure:
                             color="white" if pi[d, k] < 0.5 else "black")
     bar = fig.add_axes(((left + w + 12) / width, bottom / height, 12 / width, h / height))
     fig.colorbar(image, cax=bar, label="probability pi_dk")
-    fig.suptitle(title, x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
+    fig.suptitle(shown_lines(title), x=8 / width, y=1 - 6 / height, ha="left", va="top", fontsize=8)
     return fig
 
 
@@ -251,6 +253,7 @@ def curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
     fig.set_layout_engine("constrained")
     axes = fig.subplots(2, 3, sharex=True).ravel()
     for color, (label, metrics) in enumerate(runs):
+        label = shown_lines(label)  # a run folder's name and its config.json's method: from files
         epochs = [m["epoch"] for m in metrics]
         style = {"color": f"C{color}", "marker": "o", "markersize": 2.5, "linewidth": 1.2}
         for ax, (key, _) in zip(axes, CURVES):

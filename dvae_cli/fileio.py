@@ -44,9 +44,12 @@ LEFTOVER_AGE = 10  # seconds: a younger temporary file may be one just made, not
 FD_FOLDER = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd")  # /dev/fd and /dev/std* lead here
 
 
-def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                 protected: Iterable[str | os.PathLike] = ()) -> None:
     """Refuse, before any work, an output that cannot be written or that is one of `inputs`
-    (files, folders read whole, "-" for stdin). "-" is stdout."""
+    (files, folders read whole, "-" for stdin) or of the `protected` files (a data set's, whether
+    this command reads them or not). Same file means same device and inode, through symbolic and
+    hard links. "-" is stdout."""
     name = str(target)
     output = _stdio_file(sys.stdout) if name == "-" else _check_location(Path(target))
     if output is None:
@@ -58,6 +61,30 @@ def check_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
                 also = "stdin" if str(source) == "-" else read
                 raise DVAEError(f"{where} the same file as the input {also}: writing it would destroy "
                                 f"the input; write elsewhere")
+    for file in protected:
+        try:
+            found = os.stat(file)
+        except OSError:  # gone or unreadable: nothing of it to destroy through this name
+            continue
+        if (found.st_dev, found.st_ino) == (output.st_dev, output.st_ino):
+            where = "stdout is" if name == "-" else f"{name} is"
+            raise DVAEError(f"{where} the same file as the data set's {file}: writing it would destroy "
+                            f"the data set; write elsewhere")
+
+
+def stdin(what: str = "'-'") -> BinaryIO:
+    """The process's standard input as a binary stream, for an argument `what` given as '-': a
+    one-line error when stdin is closed (started with <&-) or a terminal (nothing piped in)."""
+    stream = sys.stdin
+    if stream is None or getattr(stream, "closed", False):
+        raise DVAEError(f"{what} reads stdin, but stdin is closed: pipe data in or give a file")
+    try:
+        terminal = stream.isatty()
+    except (OSError, ValueError):
+        raise DVAEError(f"{what} reads stdin, but stdin is closed: pipe data in or give a file") from None
+    if terminal:
+        raise DVAEError(f"{what} reads stdin, but stdin is a terminal: pipe data in or give a file")
+    return stream.buffer
 
 
 def _check_location(path: Path) -> os.stat_result | None:

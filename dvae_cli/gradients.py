@@ -34,6 +34,8 @@ from .model import DiscreteVAE, kl_to_uniform, log_likelihood
 from .progress import Reporter
 from .methods import MethodLoss
 from .train import LEGACY_HPARAMS
+from .seeds import check_seed
+from .terminal import shown_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -247,7 +249,7 @@ def measure(checkpoint: Checkpoint, x: Tensor, methods: list[Estimator], samples
     Every method draws its noise from a generator seeded with `seed` + 1, so that its numbers do
     not depend on which other methods are measured."""
     model = checkpoint.model
-    reference = reference_gradient(model, x, samples, torch.Generator(x.device).manual_seed(seed), reporter=reporter)
+    reference = reference_gradient(model, x, samples, torch.Generator(x.device).manual_seed(check_seed(seed)), reporter=reporter)
     comparisons = [compare(model, x, estimator, reference, repeats, torch.Generator(x.device).manual_seed(seed + 1),
                            reporter) for estimator in methods]
     return Report(label or str(checkpoint.path), str(checkpoint.path), checkpoint.method, checkpoint.epoch, len(x), reference.summary(), comparisons)
@@ -265,7 +267,7 @@ def bias_variance_figure(comparisons: list[Comparison], title: str) -> Figure:
     ax = fig.subplots()
     shown = [c for c in comparisons if c.elbo_gradient]
     for i, c in enumerate(shown):
-        ax.plot(c.relative_std, c.relative_bias, "o", color=f"C{i}", label=f"{c.method}  (cos {c.cosine:.2f})")
+        ax.plot(c.relative_std, c.relative_bias, "o", color=f"C{i}", label=shown_lines(f"{c.method}  (cos {c.cosine:.2f})"))
         ax.plot(c.relative_std, c.bias_noise_floor, "_", color="grey", markersize=14, markeredgewidth=2,
                 label="noise floor (unbiased)" if i == 0 else None)
         ax.annotate(c.method, (c.relative_std, c.relative_bias), textcoords="offset points", xytext=(6, 4),
@@ -279,8 +281,8 @@ def bias_variance_figure(comparisons: list[Comparison], title: str) -> Figure:
         ax.legend(fontsize=8)
     others = [c for c in comparisons if not c.elbo_gradient]
     subtitle = "; ".join(f"{c.method}: not an ELBO gradient, cos(mean, ref) {c.cosine:.2f}" for c in others)
-    ax.set_title(subtitle, fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    ax.set_title(shown_lines(subtitle), fontsize=9)
+    fig.suptitle(shown_lines(title), fontsize=10)
     return fig
 
 
@@ -304,12 +306,12 @@ def training_figure(series: dict[tuple[str, str], list[tuple[int, Comparison]]],
         for ax, (_, value) in zip(axes, panels):
             ax.plot([e for e, _ in points], [value(c) for _, c in points], **style)
     for ax, (name, _) in zip(axes, panels):
-        ax.set_title(name, fontsize=10)
+        ax.set_title(shown_lines(name), fontsize=10)
         ax.set_xlabel("epoch")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(shown_lines(title), fontsize=10)
     return fig
 
 

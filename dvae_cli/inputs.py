@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import sys
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import numpy as np
 
+from . import fileio
 from .data import DEFAULT_DATA, DataConfig, read_idx, targets
 from .errors import DVAEError
 
@@ -35,6 +35,7 @@ NPY_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, EOFError, OSError)
 NPY_MAGIC = b"\x93NUMPY"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHUNK = 8192  # images per chunk: big enough for fast matrix products, small enough for < 1 GB resident
+READ_BLOCK = 1 << 20  # bytes read at a time
 IDENTITY_IMAGES = 1024  # the first images of an input that its identity hashes (with its image count)
 
 
@@ -104,10 +105,11 @@ def binarize_array(array: np.ndarray, name: str = "images", first: int = 0,
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes, fewer only at the end of the stream."""
+    """Up to `size` bytes, fewer only at the end of the stream; read in blocks, so that memory grows
+    with what is there, never reserved for what a header claims."""
     parts, left = [], size
     while left:
-        part = stream.read(left)
+        part = stream.read(min(left, READ_BLOCK))
         if not part:
             break
         parts.append(part)
@@ -229,7 +231,7 @@ def open_images(source: str | Path, stdin: BinaryIO | None = None, data: DataCon
     """Open and check an image source of `data`'s image size: a .npy file, an IDX file (gzip or raw), a
     PNG, a folder of PNGs (sorted by name), or "-" for a .npy stream on `stdin` (default: the process's stdin)."""
     if str(source) == "-":
-        return _npy_stream(stdin or sys.stdin.buffer, "stdin", data)
+        return _npy_stream(stdin or fileio.stdin(), "stdin", data)
     path = Path(source)
     if path.is_dir():
         pngs = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())

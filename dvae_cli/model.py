@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .data import DEFAULT_DATA
 from .errors import DVAEError, Setting, SettingError
+from .terminal import shown
 
 MAX_PARAMETERS = 1 << 28  # a sane ceiling (1 GiB of float32) checked before anything is allocated
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "leakyrelu": nn.LeakyReLU}
@@ -51,7 +52,7 @@ class ModelConfig:
         if self.classes < 2:
             raise SettingError(Setting("classes"), f" must be at least 2, got {self.classes}")
         if self.activation not in ACTIVATIONS:
-            raise SettingError(Setting("activation"), f" must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise SettingError(Setting("activation"), f" must be one of {', '.join(ACTIVATIONS)}, got '{shown(self.activation)}'")
         if self.parameter_count() > MAX_PARAMETERS:
             raise DVAEError(f"a model of {self.parameter_count():,} parameters is over dvae's ceiling of "
                             f"{MAX_PARAMETERS:,}; check D, K and the hidden sizes")

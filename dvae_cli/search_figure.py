@@ -12,6 +12,7 @@ import numpy as np
 
 from .data import DEFAULT_DATA
 from .figures import DPI, GAP, MIN_WIDTH, tile, tile_centers
+from .terminal import shown_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,5 +51,5 @@ def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, rows: np.ndar
                     ha="center", va="top", fontsize=6, clip_on=False)
         for side in ax.spines.values():
             side.set_visible(False)
-    fig.text(4 / width, 1 - 8 / height, title, fontsize=9, va="top", ha="left")
+    fig.text(4 / width, 1 - 8 / height, shown_lines(title), fontsize=9, va="top", ha="left")
     return fig

@@ -8,13 +8,13 @@ Owns: recognising a file's kind. Must not: encode, search or print.
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from . import fileio
 from .codes import read_codes
 from .codes.files import read_source
 from .data import DataConfig
@@ -58,8 +58,7 @@ def open_source(source: str, what: str, data: Callable[[], DataConfig]) -> Opene
     and open it; `data()` gives the image size images must have (called only when it matters, so that
     codes need no checkpoint). `what` names the argument in errors."""
     if source == "-":
-        if sys.stdin.isatty():
-            raise DVAEError(f"{what} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
+        fileio.stdin(f"{what} '-'")  # open, and not a terminal
         stream = io.BytesIO(read_source("-")[1])
         if _looks_like_images(stream.read(8), io.BytesIO(stream.getvalue()), data):
             return Opened("stdin", images=open_images("-", io.BytesIO(stream.getvalue()), data()))

@@ -5,7 +5,9 @@ character, and a terminal obeys some of them (ESC starts a control sequence that
 cursor, retitle the window or hide text; a newline forges a second line of output). `escape`
 shows each such character the way Python writes it in a string literal: `\\x1b`, `\\n`, `\\t`,
 `\\u202e`; a byte of a file name that is not UTF-8 (a lone surrogate in Python) as `\\xNN`.
-Everything else, non-ASCII letters included, is left as it is.
+Everything else, non-ASCII letters included, is left as it is. `shown` also caps a string from a
+file at MAX_SHOWN characters (then "..."), so that a 10 MB name in a checkpoint's metadata is one
+short line wherever it is echoed: a terminal, an error line, a figure's title.
 
 Owns: what is safe to print. Must not: print (the CLI does) or decide what is printed.
 """
@@ -18,6 +20,8 @@ import re
 # and the lone surrogates that stand for undecodable bytes of file names (os.fsdecode's surrogateescape)
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+MAX_SHOWN = 200  # characters of one string from a file that are shown, then "..."
+MAX_LINE = 2000  # characters of a whole message line (an error) that are shown, then "..."
 
 
 def _shown(match: re.Match) -> str:
@@ -33,6 +37,18 @@ def _shown(match: re.Match) -> str:
 def escape(text: object) -> str:
     """`text` (str() of it) with every control character shown as an escape: one printable line."""
     return UNSAFE.sub(_shown, str(text))
+
+
+def shown(text: object, limit: int = MAX_SHOWN) -> str:
+    """A string from a file as it may be shown: escaped (`escape`) and capped at `limit` characters
+    of the original, then "..."."""
+    text = str(text)
+    return escape(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def shown_lines(text: object, limit: int = MAX_SHOWN) -> str:
+    """`shown` line by line: a figure's title keeps its line breaks, each line escaped and capped."""
+    return "\n".join(shown(line, limit) for line in str(text).split("\n"))
 
 
 def show_bytes(data: bytes, limit: int = 80) -> str:

@@ -25,7 +25,7 @@ import torch
 from . import distributed
 from ._version import __version__
 from .checkpoint import TrainState, load_state, save_checkpoint, save_state
-from .data import DataConfig, draw_binary, load_split
+from .data import DataConfig, draw_binary, load_split, unverified_default, verify_files
 from .errors import DVAEError, Setting, SettingError
 from .distributed import resolve_device
 from .interrupts import deferred_interrupt
@@ -37,9 +37,9 @@ from .progress import Reporter
 from .runfolder import (BEST, LAST, STATE, clear_unfinished, default_out, epoch_checkpoint, has_epoch, monitor_split,
                         read_config, read_metrics, write_config, write_metrics)
 from .runlock import run_lock
+from .seeds import RANGE as SEED_RANGE, is_seed
 
 LEGACY_HPARAMS = {"diversity": 0.0, "diversity_warmup": 0}  # what a run recorded without these fields used
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -63,6 +63,8 @@ class TrainConfig:
     save_every: int = 0  # also keep epoch-XXXX.safetensors every N epochs (0 = only best and last)
     compile: bool = False  # torch.compile the loss (on CUDA in mode "reduce-overhead": CUDA graphs)
     preset: str | None = None  # the protocol (presets.py) these settings came from, for the record
+    unverified_data: bool = field(default_factory=unverified_default)  # train on files a named data set does
+    # not know (data.verify_files); default: $DVAE_UNVERIFIED_DATA
 
     def __post_init__(self) -> None:
         self._method = make_method(self.method, self.hparams)
@@ -73,7 +75,7 @@ class TrainConfig:
             "batch_size": not _is_int(self.batch_size, 1) and "must be an integer >= 1",
             "lr": not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0)
                   and "must be a finite number > 0",
-            "seed": not (_is_int(self.seed, 0) and self.seed <= MAX_SEED) and "must be an integer from 0 to 2^63 - 1",
+            "seed": not is_seed(self.seed) and f"must be {SEED_RANGE}",
             "train_limit": self.train_limit is not None and not _is_int(self.train_limit, 1)
                            and "must be an integer >= 1 (or none)",
             "save_every": not _is_int(self.save_every, 0) and "must be an integer >= 0",
@@ -88,7 +90,7 @@ class TrainConfig:
     def identity(self) -> str:
         """What makes a run this run (every setting but the epochs to train, the device, where the
         data lies and whether it compiles), as a short hash: a resume state must carry its run's."""
-        kept = {k: v for k, v in self.to_dict().items() if k not in ("epochs", "device", "data_dir", "compile")}
+        kept = {k: v for k, v in self.to_dict().items() if k not in ("epochs", "device", "data_dir", "compile", "unverified_data")}
         return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -114,7 +116,10 @@ def _is_int(value: object, low: int) -> bool:
 
 def load_data(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's training images (the first train_limit; dynamic binarization: their grey values)
-    and the targets of the split it monitors (runfolder.monitor_split), on `device`."""
+    and the targets of the split it monitors (runfolder.monitor_split), on `device`. The files are
+    checked to be the named data set's first (unless `unverified_data`)."""
+    if not config.unverified_data:
+        verify_files(config.data, config.data_dir)
     return (load_split("train", config.data_dir, config.train_limit, device, config.data, training=True),
             load_split(monitor_split(config.data.valid_size), config.data_dir, device=device, data=config.data))
 

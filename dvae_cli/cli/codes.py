@@ -22,14 +22,13 @@ from ..codes.formats import FORMATS, format_for, formats_help, get_format
 from ..errors import DVAEError
 from ..inputs import CHUNK
 from ..terminal import escape
-from .common import (CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_output, check_stdin,
+from .common import (seed_option, CKPT, DEVICE, QUIET, check_binary_stdout, check_json_output, check_output, check_stdin,
                      checkpoint, checkpoint_name, output_option, user_errors)
 
 app = typer.Typer()
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)
 SHARD_HELP = ("Encode only block I of N equal contiguous blocks of the input (I = 0 .. N-1), e.g. one job "
               "of a job array; join the outputs in order with `dvae cat`.")
-MAX_SEED = 2**63 - 1  # what a torch.Generator takes as a signed 64-bit seed
 JSON_SUMMARY = typer.Option(False, "--json", help="Print a JSON summary on stdout (needs -o FILE).")
 
 
@@ -81,7 +80,7 @@ def encode(
     ckpt: Optional[str] = CKPT,
     format: Optional[Format] = typer.Option(None, "--format", "-f", help=formats_help()),
     sample: bool = typer.Option(False, "--sample", help="Gumbel-max samples of q(y|x) instead of its argmax."),
-    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for --sample (0 .. 2**63 - 1)."),
+    seed: int = seed_option("Seed for --sample"),
     batch_size: int = typer.Option(CHUNK, min=1, help="Images per chunk (memory stays bounded)."),
     device: str = DEVICE,
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=SHARD_HELP),

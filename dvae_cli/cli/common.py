@@ -24,6 +24,7 @@ from ..errors import DVAEError, SettingError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..pretrained import NAMES as PRETRAINED_NAMES
 from ..runfolder import ENV_CKPT
+from ..seeds import MAX_SEED, RANGE as SEED_RANGE, is_seed
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -85,29 +86,37 @@ def check_binary_stdout(output: str) -> None:
         raise DVAEError("-o - writes binary data to stdout, which is a terminal: redirect or pipe it")
 
 
-def check_output(output: str | Path, *inputs: str | Path | None) -> None:
-    """Before any work: an output that can be written and is none of the inputs (fileio's policy)."""
-    fileio.check_output(output, [source for source in inputs if source is not None])
+def check_output(output: str | Path, *inputs: str | Path | None, data_dir: Optional[str | Path] = None) -> None:
+    """Before any work: an output that can be written and is none of the inputs, nor any file of a
+    data set (in --data-dir, $DVAE_DATA_DIR or the cache), whatever the command reads (fileio's policy)."""
+    from ..data import dataset_files
+
+    fileio.check_output(output, [source for source in inputs if source is not None], dataset_files(data_dir))
 
 
 def check_stdin(source: str, flag: str = "input") -> None:
-    """'-' reads stdin, which must not be a terminal."""
-    if source == "-" and sys.stdin.isatty():
-        raise DVAEError(f"{flag} '-' reads stdin, but stdin is a terminal: pipe data in or give a file")
+    """'-' reads stdin, which must be open and not a terminal."""
+    if source == "-":
+        fileio.stdin(f"{flag} '-'")
 
 
 def data_dir_arg(data_dir: Optional[Path]) -> Optional[str]:
     return str(data_dir) if data_dir else None
 
 
+def seed_option(help: str):
+    """A command's --seed: one range for every command (seeds.py), refused as a usage error outside it."""
+    return typer.Option(0, min=0, max=MAX_SEED, help=f"{help} ({SEED_RANGE}).")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """--seeds '0,1,2' -> [0, 1, 2]: distinct integers from 0 to 2^63 - 1."""
+    """--seeds '0,1,2' -> [0, 1, 2]: distinct seeds (seeds.py)."""
     try:
         seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise DVAEError(f"seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
-    if any(not 0 <= s < 2**63 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise DVAEError(f"seeds must be distinct integers from 0 to 2^63 - 1, got {text!r}")
+    if not all(map(is_seed, seeds)) or len(set(seeds)) != len(seeds):
+        raise DVAEError(f"seeds must be distinct, each {SEED_RANGE}; got {text!r}")
     return seeds
 
 
@@ -127,7 +136,7 @@ def user_errors() -> Iterator[None]:
         yield
     except DVAEError as e:
         message = e.spelled(flag) if isinstance(e, SettingError) else str(e)
-        stderr.print(f"[bold red]error:[/] {escape(terminal.escape(message))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(terminal.shown(message, terminal.MAX_LINE))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stderr.print(f"[yellow]interrupted[/] ({signal_name(e)})", highlight=False)

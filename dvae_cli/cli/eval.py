@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import terminal
-from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, checkpoint, checkpoint_name, data_dir_arg,
+from .common import (seed_option, CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, checkpoint, checkpoint_name, data_dir_arg,
                      stdout, user_errors)
 
 app = typer.Typer()
@@ -36,7 +36,7 @@ def eval_command(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
-    seed: int = typer.Option(0, help="Seed for the one-hot samples."),
+    seed: int = seed_option("Seed for the one-hot samples"),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N images of the split only."),
     quiet: bool = QUIET,
 ) -> None:
@@ -67,7 +67,7 @@ def eval_command(
     if json_out:
         print(json.dumps(result))
         return
-    shown = escape(terminal.escape(f"{name} ({loaded.method}, epoch {loaded.epoch})"))  # strings from the file
+    shown = escape(f"{terminal.shown(name)} ({terminal.shown(loaded.method)}, epoch {loaded.epoch})")  # from files
     table = Table(title=f"{shown} on {split.value}, "
                         f"{result['images']} images of {loaded.data.describe()}", title_justify="left")
     table.add_column("metric")

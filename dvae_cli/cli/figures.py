@@ -17,7 +17,8 @@ from rich.style import Style
 from rich.text import Text
 
 from ..errors import DVAEError
-from .common import (CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
+from ..terminal import shown
+from .common import (seed_option, CKPT, CKPT_ARG, DATA_DIR, DEVICE, QUIET, Split, check_output, check_stdin, checkpoint,
                      checkpoint_name, data_dir_arg, output_option, stdout, user_errors)
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
 
         source = (split or Split.valid).value
         if output is not None:
-            check_output(output, split_file(source, data_dir_arg(data_dir), data))
+            check_output(output, split_file(source, data_dir_arg(data_dir), data), data_dir=data_dir_arg(data_dir))
         images = load_images(source, data_dir_arg(data_dir), data)
     if not len(images):
         raise DVAEError(f"{source} has no images")
@@ -70,17 +71,17 @@ def _images(input: Optional[str], split: Optional[Split], data_dir: Optional[Pat
 
 def _label(ckpt: Checkpoint) -> str:
     """'folder/file (method, epoch N)': names a checkpoint in titles."""
-    return f"{ckpt.path.parent.name}/{ckpt.path.name} ({ckpt.method}, epoch {ckpt.epoch})"
+    return f"{shown(ckpt.path.parent.name)}/{shown(ckpt.path.name)} ({shown(ckpt.method)}, epoch {ckpt.epoch})"
 
 
-def _checked(output: Optional[Path], *inputs: Optional[str | Path]) -> None:
+def _checked(output: Optional[Path], *inputs: Optional[str | Path], data_dir: Optional[Path] = None) -> None:
     """Before any work: a figure format dvae writes, and an output that can be written and is
-    none of the inputs."""
+    none of the inputs nor a data set's file."""
     from ..figures import output_format
 
     if output is not None:
         output_format(output)
-        check_output(output, *inputs)
+        check_output(output, *inputs, data_dir=data_dir_arg(data_dir))
 
 
 def _load(path: Path, device: str) -> Checkpoint:
@@ -166,7 +167,7 @@ def heatmap(
         if mean and index is not None:
             raise DVAEError("--mean averages over all images; --index does not apply")
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         index = None if mean else index or 0
         x, source = _images(input, split, data_dir, index or 0, None if mean else 1, loaded.data, output)
@@ -186,7 +187,7 @@ def heatmap(
         if not quiet:
             print(output)
     else:
-        stdout.print(Text(f"pi = q(y|x), {what}\n{_label(loaded)}\n"), soft_wrap=True)
+        stdout.print(Text(f"pi = q(y|x), {shown(what)}\n{_label(loaded)}\n"), soft_wrap=True)
         stdout.print(heatmap_text(pi, values, stdout.color_system is not None), soft_wrap=True)
 
 
@@ -213,7 +214,7 @@ def recon(
 
     with user_errors():
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, n, loaded.data, output)
         title = f"Reconstructions of {source} images {index}-{index + len(x) - 1}\n{_label(loaded)}"
@@ -227,7 +228,7 @@ def samples(
     ckpt: Optional[str] = CKPT,
     output: Path = FIGURE_OPT,
     n: int = typer.Option(64, "-n", min=1, max=1000, help="Number of samples."),
-    seed: int = typer.Option(0, help="Seed for the codes."),
+    seed: int = seed_option("Seed for the codes"),
     columns: int = typer.Option(8, min=1, help="Images per row."),
     scale: int = SCALE_OPT,
     device: str = DEVICE,
@@ -269,7 +270,7 @@ def traverse(
 
     with user_errors():
         path = checkpoint(ckpt_arg, ckpt)
-        _checked(output, path, input)
+        _checked(output, path, input, data_dir=data_dir)
         loaded = _load(path, device)
         x, source = _images(input, split, data_dir, index, 1, loaded.data, output)
         grid, code = traversal(loaded.model, x[0].to(_device(loaded)))

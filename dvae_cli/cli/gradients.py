@@ -14,9 +14,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .common import (CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
+from .common import (seed_option, CKPT, DATA_DIR, DEVICE, JSON, QUIET, Split, check_output, checkpoint, data_dir_arg, output_option, stdout,
                      user_errors)
 from ..errors import DVAEError
+from ..terminal import shown
 from ..methods import METHODS
 from ..pretrained import NAMES as PRETRAINED_NAMES
 
@@ -44,7 +45,7 @@ def report_table(report) -> Table:
                           for c in report.comparisons if set(c.schedule) - {"lr_scale"})
     schedules = f" ({schedules})" if schedules else ""
     table = Table(
-        title=f"{report.checkpoint} ({report.method}, epoch {report.epoch}): encoder updates on {report.images} "
+        title=f"{shown(report.checkpoint)} ({shown(report.method)}, epoch {report.epoch}): encoder updates on {report.images} "
               f"images vs the -ELBO gradient (reference: {ref['samples']:,} samples/image, relative "
               f"standard error {ref['relative_standard_error']:.3f}, norm {ref['norm']:.3g} of which KL "
               f"{ref['kl_norm']:.3g} and reconstruction {ref['reconstruction_norm']:.3g}; {ref['seconds']:.0f} s)",
@@ -84,7 +85,7 @@ def gradients(
     repeats: int = typer.Option(20, min=2, help="R: draws of each method's update, each with new noise."),
     tau: Optional[float] = typer.Option(None, min=1e-6, help="Temperature of gumbel and st-gumbel (default: "
                                         "their schedule at the checkpoint's epoch)."),
-    seed: int = typer.Option(0, help="Seed of the reference's samples and of the methods' noise."),
+    seed: int = seed_option("Seed of the reference's samples and of the methods' noise"),
     out: Optional[Path] = output_option("Also write a figure (.png, .svg, .pdf): bias against std for one "
                                         "checkpoint, alignment against epoch for several.", required=False),
     json_out: bool = JSON,
@@ -117,7 +118,8 @@ def gradients(
             from ..data import split_file
 
             check_output(out, *(c.path for c in checkpoints),
-                         *{split_file(split.value, data_dir_arg(data_dir), c.data) for c in checkpoints})
+                         *{split_file(split.value, data_dir_arg(data_dir), c.data) for c in checkpoints},
+                         data_dir=data_dir_arg(data_dir))
         batches = {c.data: load_split(split.value, data_dir_arg(data_dir), batch, dev, c.data) for c in checkpoints}
         reporter = for_terminal(quiet)
         reports = []

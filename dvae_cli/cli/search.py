@@ -22,7 +22,6 @@ from rich.table import Table
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..codes import decode
 from ..errors import DVAEError
-from ..fileio import check_output
 from ..inputs import ImageSource
 from ..progress import for_terminal
 from ..retrieval import KS
@@ -30,7 +29,7 @@ from ..runfolder import default_checkpoint
 from ..search import ASYMMETRIC, RERANK, Neighbours, SearchIndex, query_log_pi
 from ..search_file import write_index
 from ..sources import Opened, open_source
-from .common import CKPT, DEVICE, JSON, QUIET, output_option, stdout, user_errors
+from .common import CKPT, DEVICE, JSON, QUIET, check_output, output_option, stdout, user_errors
 
 app = typer.Typer()
 DB_HELP = ("Database: a search index (dvae index), codes in any format, or images (encoded with --ckpt).")
@@ -105,7 +104,7 @@ def index(
     Example: dvae index train-images-idx3-ubyte.gz -o train.dvaeidx
     """
     with user_errors():
-        check_output(output, [db, *([ckpt] if ckpt else [])])
+        check_output(output, db, ckpt)
         model = LazyCheckpoint(ckpt, device)
         opened = open_source(db, "DB", lambda: model.get().data)
         if opened.index is not None:
@@ -207,7 +206,7 @@ def search(
         inputs = [i for i in (db, query, ckpt, db_labels, query_labels) if i is not None]
         for target in (output, figure):
             if target is not None:
-                check_output(target, inputs)
+                check_output(target, *inputs)
         model = LazyCheckpoint(ckpt, device)
         opened_db = open_source(db, "DB", lambda: model.get().data)
         queries = open_source(query, "QUERY", lambda: model.get().data)

@@ -18,13 +18,14 @@ from typing import Optional
 import typer
 
 from ..commandline import flag, negative_flag
+from ..data import ENV_UNVERIFIED
 from ..errors import DVAEError
 from ..interrupts import Interrupted, exit_code, signal_name
 from ..methods import METHODS
 from ..optim import OPTIMIZERS
 from ..presets import PRESETS
 from ..model import ACTIVATIONS
-from .common import (BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
+from .common import (seed_option, BINARIZE, DATA_DIR, DATASET, DEVICE, QUIET, Binarize, Dataset, data_config, data_dir_arg,
                      output_option, parse_seeds, stderr, user_errors)
 
 app = typer.Typer()
@@ -128,7 +129,7 @@ def train(
     epochs: int = typer.Option(50, min=1, help="Epochs (the thesis: 50)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size (the thesis: 100)."),
     lr: float = typer.Option(3e-4, min=0.0, help="Adam learning rate (the thesis: 3e-4)."),
-    seed: int = typer.Option(0, help="Seed for weights, shuffling and sampling."),
+    seed: int = seed_option("Seed for weights, shuffling and sampling"),
     seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2: one run each, trained together "
                                         "in one process as one batched computation, into OUT/seed-N "
                                         "(on a GPU, add --compile: docs/SPEED.md)."),
@@ -148,6 +149,9 @@ def train(
                                             "the flags not given: " + "; ".join(
                                                 f"{name} = {p.summary}" for name, p in PRESETS.items()) + "."),
     data_dir: Optional[Path] = DATA_DIR,
+    unverified_data: bool = typer.Option(False, "--unverified-data", envvar=ENV_UNVERIFIED, show_envvar=True,
+                                         help="Train on image files that are not the named data set's published "
+                                              "ones (checked by their md5); config.json records it."),
     output: Optional[Path] = output_option("Run folder (default runs/<method>-<timestamp>).", required=False),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training step (on CUDA with "
                                  "CUDA graphs); the first epoch waits for the compiler."),
@@ -196,7 +200,7 @@ def train(
                 config = TrainConfig(
                     method=method.value, hparams=hparams, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, train_limit=train_limit, device=device, data_dir=data_dir_arg(data_dir), save_every=save_every,
-                    compile=compile, optimizer=optimizer.value, data=data,
+                    compile=compile, optimizer=optimizer.value, data=data, unverified_data=unverified_data,
                     model=ModelConfig(latent_vars=latent_vars, classes=classes, hidden=widths,
                                       input_size=data.pixels, activation=activation.value),
                 )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import DVAEError
+from .. import fileio
 from ..fileio import open_output
 from .formats import DEFAULT, Codes, Shard, detect, get_format
 from .packing import MAX_CLASSES, check_classes, check_codes
@@ -81,29 +81,37 @@ def write_codes(target: str | os.PathLike | BinaryIO, codes: np.ndarray, classes
 def read_codes(source: str | os.PathLike | BinaryIO, latent_vars: int | None = None,
                classes: int | None = None) -> Codes:
     """Read a codes file of any format (detected from its first bytes) from a path, "-" (stdin)
-    or a binary file. Codes files are small (at most D bytes an image), so it is read whole, up to
-    MAX_FILE_BYTES (a stream is read in blocks, and one that is not a codes file is refused at once).
+    or a binary file. Codes files are small (at most D bytes an image), so it is read whole, in
+    blocks, up to MAX_FILE_BYTES or the size its header promises, whichever is smaller (a stream
+    that is not a codes file is refused at once).
 
     `latent_vars` and `classes` help the formats that do not record them (text: K decides between
     digits and numbers, D is the width of an empty file)."""
-    name, data = read_source(source, lambda head, name: detect(head, name))
+    name, data = read_source(source, _codes_head)
     return detect(data, name).read(data, name, latent_vars, classes)
+
+
+def _codes_head(head: bytes, name: str) -> int | None:
+    """A codes file's first bytes checked; the most bytes its header says the file holds."""
+    return detect(head, name).promised_bytes(head, name)
 
 
 def read_source(source: str | os.PathLike | BinaryIO, check_head=None,
                 limit: int | None = None) -> tuple[str, bytes]:
     """(name, bytes) of a whole file: a path, "-" (stdin) or a binary file, read in blocks of
-    READ_BLOCK up to `limit` (default MAX_FILE_BYTES) bytes; past it, a one-line error, so an endless
-    stream ends dvae instead of filling memory. `check_head(head, name)` sees the first HEAD bytes (or
-    all, if fewer) before the rest is read, and raises for a stream that is not what it should be."""
+    READ_BLOCK, so memory grows with what is there and is never reserved up front. It stops at
+    `limit` (default MAX_FILE_BYTES) bytes, or at the size the file's header promises when
+    `check_head(head, name)` returns one; past the ceiling, a one-line error, so an endless stream
+    ends dvae instead of filling memory; past the promise, reading stops and the format says what
+    is wrong (the bytes returned then exceed the promise). `check_head` sees the first HEAD bytes (or all, if fewer) before
+    the rest is read, and raises for a stream that is not what it should be."""
     limit = MAX_FILE_BYTES if limit is None else limit
     if isinstance(source, (str, os.PathLike)) and str(source) == "-":
-        if sys.stdin is None:  # started with stdin closed (<&-)
-            raise DVAEError("'-' reads stdin, but stdin is closed: pipe data in or give a file")
+        stream = fileio.stdin()  # open, and not a terminal
         try:
-            return "stdin", _read_limited(sys.stdin.buffer, "stdin", limit, check_head)
-        except OSError as e:
-            raise DVAEError(f"stdin: cannot read it ({e.strerror or e})") from None
+            return "stdin", _read_limited(stream, "stdin", limit, check_head)
+        except (OSError, ValueError) as e:  # ValueError: a closed descriptor
+            raise DVAEError(f"stdin: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(source, (str, os.PathLike)):
         name = getattr(source, "name", "codes")
         return str(name), _read_limited(source, str(name), limit, check_head)
@@ -111,32 +119,34 @@ def read_source(source: str | os.PathLike | BinaryIO, check_head=None,
     try:
         with open(source, "rb") as f:
             found = os.fstat(f.fileno())
-            if stat.S_ISREG(found.st_mode):  # its size is known: checked, then one read
-                data = f.read(limit + 1) if found.st_size <= limit else b""
-                if len(data) > limit or found.st_size > limit:
-                    raise DVAEError(f"{name}: {max(found.st_size, len(data)):,} bytes, over dvae's ceiling of "
-                                    f"{limit:,} for a codes or index file")
-                return name, data
+            if stat.S_ISREG(found.st_mode) and found.st_size > limit:  # its size is known: checked first
+                raise DVAEError(f"{name}: {found.st_size:,} bytes, over dvae's ceiling of {limit:,} for a "
+                                f"codes or index file")
             return name, _read_limited(f, name, limit, check_head)
     except OSError as e:
         raise DVAEError(f"{name}: cannot read it ({e.strerror or e})") from None
 
 
 def _read_limited(stream: BinaryIO, name: str, limit: int, check_head) -> bytes:
-    parts, total, checked = [], 0, check_head is None
-    while True:
-        block = stream.read(READ_BLOCK)
-        if not block:
-            break
-        parts.append(block)
-        total += len(block)
-        if total > limit:
-            raise DVAEError(f"{name}: more than {limit:,} bytes, over dvae's ceiling for a codes or "
-                            f"index file (a stream that does not end?)")
-        if not checked and total >= HEAD:
-            check_head(b"".join(parts)[:HEAD], name)
-            checked = True
-    data = b"".join(parts)
+    """The stream's bytes, read in blocks up to `limit` or what `check_head` says its header promises."""
+    parts, total, checked, promised = [], 0, check_head is None, None
+    try:
+        while True:
+            block = stream.read(READ_BLOCK)
+            if not block:
+                break
+            parts.append(block)
+            total += len(block)
+            if total > limit:
+                raise DVAEError(f"{name}: more than {limit:,} bytes, over dvae's ceiling for a codes or "
+                                f"index file (a stream that does not end?)")
+            if not checked and total >= HEAD:
+                promised, checked = check_head(b"".join(parts)[:HEAD], name), True
+            if promised is not None and total > promised:
+                break  # more than its header says: enough for the format to say so, nothing more read
+        data = b"".join(parts)
+    except MemoryError:
+        raise DVAEError(f"{name}: out of memory after {total:,} bytes; free memory or give a smaller file") from None
     if not checked:
         check_head(data, name)
     return data
@@ -148,7 +158,7 @@ def join_codes(sources: list[str | os.PathLike], target: str | os.PathLike | Bin
     D, K and fingerprint (when recorded) and index type; else nothing is written."""
     if not sources:
         raise DVAEError("no codes files to join")
-    read = [read_source(source, lambda head, name: detect(head, name)) for source in sources]
+    read = [read_source(source, _codes_head) for source in sources]
     parts = [detect(data, name).read(data, name, None, None) for name, data in read]
     first, name = parts[0], str(sources[0])
     for part, source in zip(parts[1:], sources[1:]):

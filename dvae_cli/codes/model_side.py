@@ -17,6 +17,7 @@ from ..data import DEFAULT_DATA, DataConfig
 from ..inputs import CHUNK, ImageSource, binarize_array, in_memory
 from ..model import DiscreteVAE, draw_gumbel
 from .packing import check_codes, index_dtype
+from ..seeds import check_seed
 
 
 def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int, batch_size: int = CHUNK,
@@ -28,7 +29,7 @@ def encode_block(model: DiscreteVAE, images: ImageSource, start: int, stop: int,
     blocks encoded apart join into the file that encoding everything gives, byte for byte. The
     images before `start` are read but not encoded (with `sample`, their noise is drawn)."""
     device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(check_seed(seed))
     dtype = index_dtype(model.config.classes)
     shape = (model.config.latent_vars, model.config.classes)
     first = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import DVAEError
+from ..terminal import shown
 from .base import Method, Noise, PresetNoise, Step
 from .decoupled_st import DecoupledST
 from .dtp import DTP
@@ -33,14 +34,14 @@ def get_method(name: str) -> type[Method]:
     try:
         return METHODS[name]
     except KeyError:
-        raise DVAEError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+        raise DVAEError(f"unknown method '{shown(name)}'; choose one of {', '.join(METHODS)}") from None
 
 
 class UnknownSettings(DVAEError):
     """Settings that the method does not have (`names`)."""
 
     def __init__(self, method: str, names: list[str]):
-        super().__init__(f"method {method} has no hyper-parameter(s) {', '.join(names)}")
+        super().__init__(f"method {shown(method)} has no hyper-parameter(s) {shown(', '.join(map(str, names)))}")
         self.names = names
 
 

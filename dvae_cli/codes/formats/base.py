@@ -69,6 +69,11 @@ class CodeFormat:
         """Whether a file starting with `data` is in this format."""
         raise NotImplementedError
 
+    def promised_bytes(self, head: bytes, name: str) -> int | None:
+        """The most bytes a file starting with `head` (its first bytes) can hold by what its header
+        says, so that a reader stops there; None when the format does not say."""
+        return None
+
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
                fingerprint: str | None, shard: Shard | None) -> FormatWriter:
         """Start a file of `count` codes (None: not known yet) on `file`; formats with a header record

@@ -152,6 +152,11 @@ class RecordFormat(CodeFormat):
     def sniff(self, data: bytes) -> bool:
         return packing_of(data) == self.packing
 
+    def promised_bytes(self, head: bytes, name: str) -> int | None:
+        """The header's size plus N records (None when the header says "as many as the file holds")."""
+        header = parse_header(head, name)
+        return None if header.count is None else header.size + header.count * header.record_bytes
+
     def writer(self, file: BinaryIO, latent_vars: int, classes: int, count: int | None,
                fingerprint: str | None, shard: Shard | None) -> FormatWriter:
         group = self.group(latent_vars, classes)
