@@ -91,8 +91,8 @@ def test_reproduce_parallel_trains_seeds_together_then_resumes_them_together(tmp
 @pytest.mark.parametrize("args, message", [
     (("--methods", "gumbel"), "unknown model(s) 'gumbel'; choose from dtp, gumbel-tau0.5"),
     (("--seeds", "0,x"), "seeds must be comma-separated integers"),
-    (("--seeds", "1,1"), "distinct integers from 0"),
-    (("--extra-seeds", "-1", "--all"), "distinct integers from 0"),
+    (("--seeds", "1,1"), "seeds must be distinct, each an integer from 0"),
+    (("--extra-seeds", "-1", "--all"), "seeds must be distinct, each an integer from 0"),
     (("--all", "--methods", "dtp"), "either --methods or --all"),
 ])
 def test_reproduce_bad_arguments(tmp_path, args, message):
