@@ -121,8 +121,12 @@ def _stored(weight: torch.Tensor) -> torch.Tensor:
     return weight.transpose(-1, -2) if weight.dim() == 2 else weight
 
 
+TOGETHER_BYTES = 4 << 30  # the most that runs trained together may ask for: weights, gradients, two optimizer states
+
+
 def _check_group(configs: list[TrainConfig]) -> None:
-    """Runs trained together must differ in their seeds alone, in one process."""
+    """Runs trained together must differ in their seeds alone, in one process, and fit TOGETHER_BYTES
+    (checked before anything is allocated)."""
     if distributed.launched():
         raise DVAEError("several seeds train in one process; under torchrun train one seed per job")
     seeds = [c.seed for c in configs]
@@ -131,6 +135,12 @@ def _check_group(configs: list[TrainConfig]) -> None:
     shared = [dataclasses.replace(c, seed=0).to_dict() for c in configs]
     if any(s != shared[0] for s in shared):
         raise DVAEError("runs trained together must share every setting but the seed")
+    need = len(configs) * configs[0].model.parameter_count() * 4 * 4  # float32 weights, gradients, Adam's m and v
+    if need > TOGETHER_BYTES:
+        fit = max(1, len(configs) * TOGETHER_BYTES // need)
+        raise DVAEError(f"{len(configs)} runs trained together would need about {need / 2**30:.1f} GiB for their "
+                        f"weights, gradients and optimizer state, over the {TOGETHER_BYTES >> 30} GiB ceiling; "
+                        f"train at most {fit} seeds together")
 
 
 def _runs(configs: list[TrainConfig], outs: list[Path], reporter: Reporter) -> list[Run]:

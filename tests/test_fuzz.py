@@ -7,6 +7,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -298,3 +301,13 @@ def test_checkpoint_size_fields_at_extremes(tmp_path):
             encoded = json.dumps(damaged_header).encode()
             path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + header_size:])
             _bounded(load_checkpoint, path)
+
+
+@pytest.mark.skipif(os.environ.get("DVAE_FUZZ_LIMITED") == "1", reason="already under the address-space limit")
+def test_every_reader_fuzzed_again_under_a_4_gb_address_space():
+    """The same fuzz cases in a process limited to 4 GB of address space (torch needs ~3.5 GB to import):
+    no reader reserves a ceiling's memory."""
+    command = f"ulimit -v 4000000 && {sys.executable} -m pytest -q -p no:cacheprovider {__file__}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DVAE_FUZZ_LIMITED": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -179,3 +179,14 @@ def test_ctrl_c_keeps_every_runs_last_epoch_and_resume_continues(tmp_path, mnist
     result = runner.invoke(app, ["train", "--resume", str(out), "--epochs", str(done[0] + 1), "-q"])
     assert result.exit_code == 0, result.output
     assert all(len(_metrics(out / f"seed-{s}")) == done[0] + 1 for s in (0, 1))
+
+
+def test_too_many_seeds_together_are_refused_before_anything_is_allocated(tmp_path, mnist_dir):
+    from typer.testing import CliRunner
+    from dvae_cli.cli import app
+
+    seeds = ",".join(map(str, range(1000)))
+    result = CliRunner().invoke(app, ["train", "--seeds", seeds, "--epochs", "1", "--data-dir", str(mnist_dir),
+                                      "--device", "cpu", "-o", str(tmp_path / "many"), "-q"])
+    assert result.exit_code == 1 and "GiB ceiling; train at most" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "many").exists()
