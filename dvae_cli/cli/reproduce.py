@@ -224,7 +224,7 @@ def suite_table(results: dict) -> Table:
     for row in results["rows"]:
         record = row.get("record")
         published = "" if not record else f"{record['train_neg_elbo']:.2f}"
-        own = "" if row.get("own_settings", True) else "*"
+        own = "*" if row.get("own_settings") is False else ""
         table.add_row(row["shape"], row["method"] + own, str(len(row["seeds"])),
                       ",".join(map(str, row.get("epochs_run", []))), fmt(row, "train_neg_elbo"),
                       fmt(row, "test_neg_elbo"), published, row.get("agreement", ""))

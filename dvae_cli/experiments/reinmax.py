@@ -175,7 +175,7 @@ SUITE_COLUMNS = ["shape (C x L)", "method", "seeds", "epochs", "settings", "temp
 
 
 def _settings(row: dict) -> str:
-    own = "" if row.get("own_settings", True) else " *"
+    own = " *" if row.get("own_settings") is False else ""
     return f"{row['lr']:g} ({row['optimizer']}){own}"
 
 
