@@ -225,8 +225,6 @@ def resume_together(outs: list[Path], epochs: int | None = None, device: str | N
         for run in runs:
             if run.epoch < level:
                 reporter.log(f"seed {run.config.seed}: catching up alone to epoch {level}")
-                run.config.epochs, final = level, run.config.epochs
-                run.fit()
-                run.config.epochs = final
+                run.fit(until=level)
         RunGroup(runs, reporter).fit()
     return outs

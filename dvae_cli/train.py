@@ -194,15 +194,16 @@ def train_epoch(runs: list[Run], learner: Learner, schedule: dict[str, float], r
             for log_lik, kl in averages.tolist()]  # the one sync of the epoch
 
 
-def fit(runs: list[Run], learner: Learner, reporter: Reporter) -> None:
-    """Train every run (all at the same epoch, of one configuration but the seed) up to config.epochs,
-    each checkpointing after every epoch: the one training loop of dvae."""
+def fit(runs: list[Run], learner: Learner, reporter: Reporter, until: int | None = None) -> None:
+    """Train every run (all at the same epoch, of one configuration but the seed) up to epoch `until`
+    (default config.epochs), each checkpointing after every epoch: the one training loop of dvae."""
     first = runs[0]
     cfg = first.config
+    last = cfg.epochs if until is None else until
     several = f", {len(runs)} runs" if len(runs) > 1 else ""
-    reporter.task("epochs", f"{cfg.method} epochs{several}", cfg.epochs)
+    reporter.task("epochs", f"{cfg.method} epochs{several}", last)
     reporter.advance("epochs", first.epoch)
-    while first.epoch < cfg.epochs:
+    while first.epoch < last:
         t0 = time.perf_counter()
         schedule = first.method.schedule(first.epoch)
         reporter.task("batches", f"epoch {first.epoch + 1}", math.ceil(len(first.train_data) / cfg.batch_size))
@@ -289,9 +290,9 @@ class Run:
         """One epoch of this run alone (`train_epoch`); its training averages."""
         return train_epoch([self], self, schedule, self.reporter)[0]
 
-    def fit(self) -> list[dict]:
-        """Train up to config.epochs alone, checkpointing after every epoch."""
-        fit([self], self, self.reporter)
+    def fit(self, until: int | None = None) -> list[dict]:
+        """Train up to epoch `until` (default config.epochs) alone, checkpointing after every epoch."""
+        fit([self], self, self.reporter, until)
         return self.metrics
 
     def save(self, record: dict) -> None:
