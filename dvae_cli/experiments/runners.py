@@ -280,10 +280,12 @@ class Workers:
         return "lost", f"exit {code}" if code > 0 else f"killed by {signal.Signals(-code).name}"
 
     def stop(self, handle: tuple[subprocess.Popen, Path]) -> None:
-        """A stop signal to the worker, which keeps its last complete epoch; killed if it lingers."""
+        """A stop signal to the worker, which keeps its last complete epoch; killed if it lingers.
+        SIGTERM, not SIGINT: a driver started in the background (nohup, `&`) hands its workers SIGINT
+        ignored, and dvae leaves an ignored signal ignored."""
         process, _ = handle
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
