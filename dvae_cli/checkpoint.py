@@ -182,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     data = _data_config(metadata, path)
     if data.pixels != model.config.input_size:
         raise DVAEError(f"{path}: the model takes {model.config.input_size} pixels, its data set "
-                        f"({data.describe()}) has {data.pixels}")
+                        f"({data.label}) has {data.pixels}")
     method, hparams = _method(metadata, path)
     try:
         epoch = int(metadata["epoch"])

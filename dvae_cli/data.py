@@ -137,8 +137,9 @@ class DataConfig:
         """Whether the targets are 0/1 images, so that the ELBO bounds a discrete image's likelihood."""
         return self.binarize != "none"
 
-    def describe(self) -> str:
-        """'MNIST 28x28, threshold' (for messages and figures)."""
+    @property
+    def label(self) -> str:
+        """'MNIST 28x28, threshold' (for messages and figures; `describe` reads a DataConfig from files)."""
         return f"{self.dataset.title} {self.height}x{self.width}, {self.binarize}"
 
     def to_dict(self) -> dict:
@@ -411,7 +412,7 @@ def load_images(split: str, data_dir: str | os.PathLike | None = None, data: Dat
     images = read_npy_images(path) if data.dataset.layout == "npy" else read_idx(path, kind="images")
     if images.shape[1:] != data.shape:
         raise SettingError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the model learned "
-                           f"{data.describe()}; point ", Setting("data_dir"), " at that data set")
+                           f"{data.label}; point ", Setting("data_dir"), " at that data set")
     if split == "test":
         return images
     valid = data.valid_size

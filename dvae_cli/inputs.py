@@ -76,7 +76,7 @@ def is_image_shape(shape: tuple[int, ...], data: DataConfig = DEFAULT_DATA) -> b
 def _check_shape(shape: tuple[int, ...], name: str, data: DataConfig) -> None:
     if not is_image_shape(shape, data):
         raise DVAEError(f"{name}: images must have shape (N, {data.height}, {data.width}) or (N, {data.pixels}) "
-                        f"(the model learned {data.describe()}); got {shape}")
+                        f"(the model learned {data.label}); got {shape}")
 
 
 def binarize_array(array: np.ndarray, name: str = "images", first: int = 0,
@@ -206,7 +206,7 @@ def _png(path: Path, data: DataConfig) -> np.ndarray:
                 raise DVAEError(f"{path}: PNG mode {image.mode}; images must be 8-bit grayscale (mode L)")
             if image.size != (data.width, data.height):
                 raise DVAEError(f"{path}: image is {image.size[0]}x{image.size[1]} (width x height), expected "
-                                f"{data.width}x{data.height} (the model learned {data.describe()})")
+                                f"{data.width}x{data.height} (the model learned {data.label})")
             return np.asarray(image.convert("L"), dtype=np.uint8)
     except Image.DecompressionBombError:
         raise DVAEError(f"{path}: the PNG claims more pixels than dvae will decode (a decompression bomb?)") from None

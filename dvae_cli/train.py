@@ -85,7 +85,7 @@ class TrainConfig:
                 raise SettingError(Setting(name), f" {problem}, got {getattr(self, name)!r}")
         if self.model.input_size != self.data.pixels:
             raise SettingError(Setting("input_size"), f" is {self.model.input_size}, but the data set's images have "
-                               f"{self.data.pixels} pixels ({self.data.describe()})")
+                               f"{self.data.pixels} pixels ({self.data.label})")
 
     def identity(self) -> str:
         """What makes a run this run (every setting but the epochs to train, the device, where the

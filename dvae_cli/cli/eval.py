@@ -69,7 +69,7 @@ def eval_command(
         return
     shown = escape(f"{terminal.shown(name)} ({terminal.shown(loaded.method)}, epoch {loaded.epoch})")  # from files
     table = Table(title=f"{shown} on {split.value}, "
-                        f"{result['images']} images of {loaded.data.describe()}", title_justify="left")
+                        f"{result['images']} images of {loaded.data.label}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("log p(x|y)  (one-hot sample; Table 5.1)", _fmt(result["log_lik"]))
