@@ -146,9 +146,12 @@ def read_suite(plan: list[PlannedRun], outcomes: dict[Path, Outcome], out: str |
         config = members[0].config
         shape = f"{config.model.classes}x{config.model.latent_vars}"
         tuning = protocol.tuning(config.method, config.model.classes, config.model.latent_vars)
+        furthest = max((r["metrics"]["epoch"] for r in runs), default=0)
+        behind = [r for r in runs if r["metrics"]["epoch"] < furthest]  # a suite read part-way: kept apart
+        runs = [r for r in runs if r["metrics"]["epoch"] == furthest]
         mean, std = mean_std(runs)
         row = {"shape": shape, "method": config.method, "epochs": config.epochs,
-               "epochs_run": sorted({r["metrics"]["epoch"] for r in runs}), "lr": config.lr,
+               "epochs_run": [furthest] if runs else [], "behind": behind, "lr": config.lr,
                "optimizer": config.optimizer, "hparams": config.hparams,
                "settings_source": None if tuning is None else tuning.tuned.source,
                "own_settings": None if tuning is None else tuning.own,
@@ -214,7 +217,7 @@ def suite_markdown(results: dict) -> str:
     lines += [
         "",
         "- epochs: the epochs the row's runs ran (a suite read before it finished has partial runs, each at "
-        "its last complete epoch).",
+        "its last complete epoch; a row averages its runs that went furthest, the others are listed below).",
         "- settings: lr (optimizer) and temperature, each estimator's own tuned values for the shape "
         "(dvae_cli/presets.py names the source of each); * marks an estimator with no tuned value, run at "
         "ReinMax's.",
@@ -232,6 +235,9 @@ def suite_markdown(results: dict) -> str:
         f"than {SPREAD:g} of the records' seed sds from theirs (only compared at the records' epochs). "
         f"Sources: {', '.join(sources) or 'none for these rows'} (docs/RECORDS.md).",
         *(f"- FAILED: {row['shape']} {row['method']} seed {f['seed']} ({f['run']}): {f['message']}" for row, f in failed),
+        *(f"- not in the row's mean, still training: {row['shape']} {row['method']} seed {r['seed']} at epoch "
+          f"{r['metrics']['epoch']}: train {r['metrics']['train_neg_elbo']:.2f}, test {r['metrics']['test_neg_elbo']:.2f}"
+          for row in results["rows"] for r in row.get("behind", [])),
         "",
     ]
     return "\n".join(lines)
