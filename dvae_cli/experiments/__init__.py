@@ -36,7 +36,7 @@ def run_plan(plan: list[PlannedRun], runner: Runner | None = None, reporter: Rep
     is an Outcome too (the others go on). `view` is one of view.MODES."""
     runner, reporter = runner or Sequential(), reporter or Reporter()
     statuses = check_plan(plan)
-    monitor = View(plan, statuses, runner.slots if isinstance(runner, (Sequential, Workers)) else 1, view)
+    monitor = View(plan, statuses, runner.slots or 1, view)  # a Ray runner sets its slots once its cluster is up
     try:
         outcomes = runner.run([run for run in plan if statuses[run.folder] != "complete"], monitor, reporter)
     finally:

@@ -106,9 +106,7 @@ class Sequential:
             try:
                 statuses = self._train(chunk, reporter)
                 results = [Outcome(status) for status in statuses]
-            except FolderInUse as e:
-                results = [Outcome("failed", str(e))] * len(chunk)
-            except DVAEError as e:  # NaN or bad settings: reported, and the suite goes on
+            except DVAEError as e:  # NaN, bad settings or a folder in use: reported, and the suite goes on
                 results = [Outcome("failed", str(e))] * len(chunk)
             for run, outcome in zip(chunk, results):
                 outcomes[run.folder] = outcome
